@@ -1,0 +1,176 @@
+"""Convolution forward + backward: refnets (Numba kernels) against PyTorch CPU, in the same run.
+
+    python benchmarks/conv.py [--quick] [--json FILE]
+
+The shapes of the convolution issue (#2), float64 and float32. One timed call is the layer's
+forward plus its backward (dx, dW, db) — ``refnets.layers.conv.conv2d_forward`` and
+``conv2d_backward`` against ``torch.nn.functional.conv2d`` and ``torch.autograd.grad``. Both
+libraries run on 2 threads (``torch.set_num_threads(2)``, ``numba.set_num_threads(2)``); the
+calls alternate, and the medians of the repeats are compared (ratio = torch time / refnets
+time, > 1 means refnets is faster). GFLOP/s counts 2 flops per multiply-add: forward, dx and dW
+are each 2·N·C_out·H_out·W_out·(C_in/G)·kh·kw.
+
+The machine's float64 GEMM rate is measured in the same run (numpy 2048² matmul, 2 threads) and
+reported as a record; for the channel-heavy shapes (C_in/G ≥ 16, the im2col + GEMM strategy) a
+"GEMM fraction" record has ratio = achieved GFLOP/s / GEMM GFLOP/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+# (name, x shape, W shape, stride, padding, groups)
+SHAPES = [
+    ("N64 C16->32 28x28 k3 pad1", (64, 16, 28, 28), (32, 16, 3, 3), 1, 1, 1),
+    ("N32 C16->32 32x32 k3", (32, 16, 32, 32), (32, 16, 3, 3), 1, 0, 1),
+    ("N128 C64->64 16x16 k3", (128, 64, 16, 16), (64, 64, 3, 3), 1, 0, 1),
+    ("N256 G128 1->4 16x16 k3 (Kohler K_n)", (256, 128, 16, 16), (512, 1, 3, 3), 1, 0, 128),
+    ("N16 C8->16 31x31 k3 s2", (16, 8, 31, 31), (16, 8, 3, 3), 2, 0, 1),
+]
+THREADS = 2
+
+
+def _flops(xs, ws, stride, padding, groups):
+    N, C, H, W = xs
+    Co, Cg, kh, kw = ws
+    Ho = (H + 2 * padding - kh) // stride + 1
+    Wo = (W + 2 * padding - kw) // stride + 1
+    return 3 * 2.0 * N * Co * Ho * Wo * Cg * kh * kw          # forward, dx, dW
+
+
+def _channel_heavy(ws, groups):
+    return ws[1] >= 16
+
+
+def _median_pair(f_ref, f_torch, repeats, min_time):
+    """Alternate the two calls; each repeat runs a call enough times to last min_time; medians."""
+    f_ref()
+    f_torch()                                                   # warm up (compilation, allocator)
+    def calls_for(f):
+        t0 = time.perf_counter()
+        f()
+        dt = time.perf_counter() - t0
+        return max(1, int(min_time / max(dt, 1e-9)))
+    n_ref, n_torch = calls_for(f_ref), calls_for(f_torch)
+    tr, tt = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n_ref):
+            f_ref()
+        tr.append((time.perf_counter() - t0) / n_ref)
+        t0 = time.perf_counter()
+        for _ in range(n_torch):
+            f_torch()
+        tt.append((time.perf_counter() - t0) / n_torch)
+    return statistics.median(tr), statistics.median(tt)
+
+
+def gemm_rate(dtype=np.float64, n=2048, repeats=5) -> tuple[float, float]:
+    """(seconds, GFLOP/s) of an n×n numpy matmul (median of repeats)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    a @ b
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+    t = statistics.median(ts)
+    return t, 2.0 * n ** 3 / t / 1e9
+
+
+def _set_threads():
+    import numba
+    import torch
+    torch.set_num_threads(THREADS)
+    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(THREADS)
+    except ImportError:
+        pass
+
+
+def run(quick=False) -> list[dict]:
+    import torch
+
+    from refnets.layers.conv import conv2d_backward, conv2d_forward
+
+    _set_threads()
+    repeats = 5 if quick else 7
+    min_time = 0.05 if quick else 0.2
+    records = []
+    gemm_s, gemm_gf = gemm_rate(repeats=repeats)
+    records.append({"name": "float64 GEMM rate: numpy 2048^2 matmul", "dtype": "float64",
+                    "refnets_s": gemm_s, "torch_s": None, "ratio": None, "gflops": gemm_gf})
+    fractions = []
+    for dtype in (np.float64, np.float32):
+        tdt = torch.float64 if dtype == np.float64 else torch.float32
+        for name, xs, ws, stride, padding, groups in SHAPES:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal(xs).astype(dtype)
+            W = (rng.standard_normal(ws) / np.sqrt(ws[1] * ws[2] * ws[3])).astype(dtype)
+            b = rng.standard_normal(ws[0]).astype(dtype)
+            out, _ = conv2d_forward(x, W, b, stride, padding, 1, groups)
+            dout = rng.standard_normal(out.shape).astype(dtype)
+
+            def f_ref():
+                o, cache = conv2d_forward(x, W, b, stride, padding, 1, groups)
+                return conv2d_backward(dout, cache)
+
+            tx = torch.from_numpy(x).requires_grad_(True)
+            tW = torch.from_numpy(W).requires_grad_(True)
+            tb = torch.from_numpy(b).requires_grad_(True)
+            td = torch.from_numpy(dout)
+
+            def f_torch():
+                o = torch.nn.functional.conv2d(tx, tW, tb, stride=stride, padding=padding, groups=groups)
+                return torch.autograd.grad(o, (tx, tW, tb), td)
+
+            # same numbers (a cheap sanity check, not a test)
+            got = f_ref()
+            want = [t.numpy() for t in f_torch()]
+            tol = 1e-9 if dtype == np.float64 else 1e-3
+            for g, w in zip(got, want):
+                err = np.max(np.abs(g - w)) / max(np.max(np.abs(w)), 1e-30)
+                if err > tol:
+                    raise AssertionError(f"conv benchmark {name} {dtype.__name__}: refnets != torch ({err:.2e})")
+            tr, tt = _median_pair(f_ref, f_torch, repeats, min_time)
+            fl = _flops(xs, ws, stride, padding, groups)
+            rec = {"name": f"conv fwd+bwd {name}", "dtype": np.dtype(dtype).name, "refnets_s": tr, "torch_s": tt,
+                   "ratio": tt / tr, "gflops": fl / tr / 1e9, "torch_gflops": fl / tt / 1e9}
+            records.append(rec)
+            if dtype == np.float64 and _channel_heavy(ws, groups):
+                fractions.append({"name": f"conv GEMM fraction {name}", "dtype": "float64", "refnets_s": tr,
+                                  "torch_s": None, "ratio": rec["gflops"] / gemm_gf, "gflops": rec["gflops"],
+                                  "torch_ratio": rec["torch_gflops"] / gemm_gf})
+    return records[:1] + fractions + records[1:]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    recs = run(a.quick)
+    print(f"{'benchmark':<58} {'dtype':>7} {'refnets':>10} {'torch':>10} {'ratio':>6} {'GFLOP/s':>8} {'torch':>7}")
+    for r in recs:
+        ts = f"{r['torch_s'] * 1e3:8.2f}ms" if r.get("torch_s") else f"{'-':>10}"
+        ratio = f"{r['ratio']:6.2f}" if r.get("ratio") is not None else f"{'-':>6}"
+        tg = f"{r['torch_gflops']:7.1f}" if r.get("torch_gflops") else f"{'-':>7}"
+        print(f"{r['name'][:58]:<58} {r['dtype']:>7} {r['refnets_s'] * 1e3:8.2f}ms {ts} {ratio} "
+              f"{r.get('gflops', 0):8.1f} {tg}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(recs, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Empirical NTK G(0): refnets' per-layer factorisation against torch.func, in the same run.
+
+    python benchmarks/ntk.py [--quick] [--json FILE]
+
+Networks (performance issue #7): Du et al. 2019's ResNet (n = 256, m = 1024, H = 6) and their
+convolutional ResNet (n = 64, p = 64, m = 256, H = 3), taken from :mod:`refnets.models.du2019`
+(a stand-in built from refnets layers is used while that module does not exist).
+
+* refnets: :func:`refnets.ntk.empirical_ntk` — one forward, one backward with dout = 1, then each
+  layer's ``gram()`` ((ΔΔᵀ) ⊙ (XXᵀ) for dense layers; for convolutions the per-sample form
+  built one block of patch rows at a time, or the trace form, whichever costs less). Peak memory by ``tracemalloc`` (NumPy allocations made during the call), as a
+  ratio to the inputs — data x and parameters θ — plus the n×n output (``peak_over_x_and_nn``
+  leaves θ out; ``jacobian_bytes`` is the n×P Jacobian that is never formed).
+* torch: the same network with the same weights written in ``torch.nn.functional`` (a generic
+  translation of the refnets layer tree, :func:`torch_twin`), and G = J Jᵀ from per-sample
+  Jacobians ``torch.func.vmap(torch.func.jacrev(f))`` computed in chunks of samples and
+  contracted block by block (the full n×P Jacobian would not fit in memory).
+
+Both in float64; the records say whether the two Grams agree to 1e-10 relative (max-norm).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+THREADS = 2
+
+
+# --------------------------------------------------------------------------- the networks
+def du_resnet(n=256, m=1024, H=6, d=64, seed=0):
+    """(model, x): Du et al.'s ResNet (Eq. 2) and n unit-norm inputs."""
+    try:
+        from refnets.models import du2019
+        model = _construct(du2019, ("ResNet", "DuResNet", "resnet"), dict(d=d, m=m, H=H, rng=seed))
+    except ImportError:
+        model = None
+    if model is None:
+        model = _fallback_resnet(d, m, H, seed)
+    x = np.random.default_rng(seed + 1).standard_normal((n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return model, x
+
+
+def du_conv_resnet(n=64, p=64, m=256, H=3, d=4, seed=0):
+    """(model, x): Du et al.'s convolutional ResNet (Eq. 3) and n inputs (d channels, p positions, ‖x‖_F = 1)."""
+    try:
+        from refnets.models import du2019
+        model = _construct(du2019, ("ConvResNet", "DuConvResNet", "conv_resnet"), dict(d=d, p=p, m=m, H=H, rng=seed))
+    except ImportError:
+        model = None
+    if model is None:
+        model = _fallback_conv_resnet(d, p, m, H, seed)
+    x = np.random.default_rng(seed + 1).standard_normal((n, d, p))
+    x /= np.linalg.norm(x.reshape(n, -1), axis=1)[:, None, None]
+    return model, x
+
+
+def _construct(module, names, kwargs):
+    """Call the first constructor of ``names`` that exists with the keyword arguments it accepts."""
+    import inspect
+    for name in names:
+        fn = getattr(module, name, None)
+        if fn is None:
+            continue
+        sig = inspect.signature(fn)
+        accepted = {k: v for k, v in kwargs.items() if k in sig.parameters}
+        aliases = {"d": ("in_features", "in_channels", "d0", "input_dim"), "m": ("width",), "H": ("depth",),
+                   "p": ("positions", "length")}
+        for k, alts in aliases.items():
+            if k in kwargs and k not in accepted:
+                for a in alts:
+                    if a in sig.parameters:
+                        accepted[a] = kwargs[k]
+                        break
+        try:
+            return fn(**accepted)
+        except TypeError:
+            continue
+    return None
+
+
+def _c_sigma_softplus():
+    z, w = np.polynomial.hermite_e.hermegauss(80)
+    from refnets.layers.activations import softplus
+    return 1.0 / float(np.sum(w * softplus(z) ** 2) / np.sqrt(2 * np.pi))
+
+
+def _fallback_resnet(d, m, H, seed, c_res=0.1):
+    from refnets import init
+    from refnets.layers import Dense, Residual, Sequential, Softplus
+    rng = np.random.default_rng(seed)
+    cs = _c_sigma_softplus()
+    layers = [Dense(d, m, scale=np.sqrt(cs / m), init=init.normal(), rng=rng), Softplus()]
+    for _ in range(H - 1):
+        layers.append(Residual(Sequential(Dense(m, m, init=init.normal(), rng=rng), Softplus()),
+                               scale=c_res / (H * np.sqrt(m))))
+    layers.append(Dense(m, 1, init=init.normal(), rng=rng))
+    return Sequential(*layers)
+
+
+def _fallback_conv_resnet(d, p, m, H, seed, q=3, c_res=0.1):
+    from refnets import init
+    from refnets.layers import Conv1d, Dense, Flatten, Residual, Sequential, Softplus
+    rng = np.random.default_rng(seed)
+    cs = _c_sigma_softplus()
+    layers = [Conv1d(d, m, q, padding="same", bias=False, scale=np.sqrt(cs / m), init=init.normal(), rng=rng),
+              Softplus()]
+    for _ in range(H - 1):
+        layers.append(Residual(Sequential(Conv1d(m, m, q, padding="same", bias=False, init=init.normal(), rng=rng),
+                                          Softplus()), scale=c_res / (H * np.sqrt(m))))
+    layers += [Flatten(), Dense(m * p, 1, init=init.normal(), rng=rng)]
+    return Sequential(*layers)
+
+
+# ------------------------------------------------------------------- the PyTorch twin
+def torch_twin(model):
+    """f(params, x) in torch.nn.functional for a refnets layer tree, and its params (dict of tensors)."""
+    import torch
+    import torch.nn.functional as F
+
+    from refnets.layers import activations as A
+    from refnets.layers import containers as Cn
+    from refnets.layers.conv import Conv1d, Conv2d
+    from refnets.layers.dense import Dense
+
+    def apply(layer, P, prefix, x):
+        if isinstance(layer, Cn.Sequential):
+            for name, child in layer.layers.items():
+                x = apply(child, P, f"{prefix}{name}.", x)
+            return x
+        if isinstance(layer, Cn.Residual):
+            return x + layer.scale * apply(layer.branch, P, f"{prefix}branch.", x)
+        if isinstance(layer, Cn.Flatten):
+            return x.reshape(x.shape[0], -1)
+        if isinstance(layer, Cn.Reshape):
+            return x.reshape((x.shape[0],) + layer.shape)
+        if isinstance(layer, Dense):
+            out = layer.scale * (x @ P[prefix + "W"].T)
+            return out + P[prefix + "b"] if "b" in layer.params else out
+        if isinstance(layer, Conv2d):                 # Conv1d included
+            conv1 = isinstance(layer, Conv1d)
+            pt, pb, pl, pr = layer.padding
+            W = P[prefix + "W"] * layer.scale
+            b = P.get(prefix + "b")
+            if conv1:
+                xx = F.pad(x, (pl, pr))
+                return F.conv1d(xx, W, b, stride=layer.stride[1], dilation=layer.dilation[1], groups=layer.groups)
+            xx = F.pad(x, (pl, pr, pt, pb))
+            return F.conv2d(xx, W, b, stride=layer.stride, dilation=layer.dilation, groups=layer.groups)
+        if isinstance(layer, A.Softplus):
+            return F.softplus(x)
+        if isinstance(layer, A.ReLU):
+            return F.relu(x)
+        if isinstance(layer, A.Tanh):
+            return torch.tanh(x)
+        if isinstance(layer, A.Logistic):
+            return torch.sigmoid(x)
+        if isinstance(layer, A.Identity):
+            return x
+        if type(layer).__name__ == "Scale" and not layer.params:     # du2019.Scale: a fixed multiplier
+            return layer.scale * x
+        # a model class wrapping a tree (e.g. du2019 models): descend into its only child
+        ch = layer.children()
+        if len(ch) == 1 and not layer.params:
+            (name, child), = ch.items()
+            return apply(child, P, f"{prefix}{name}.", x)
+        raise TypeError(f"torch_twin: no translation for {type(layer).__name__}")
+
+    params = {k: torch.from_numpy(np.array(v)) for k, v in model.parameters().items()}
+
+    def f(P, x):
+        return apply(model, P, "", x)
+
+    return f, params
+
+
+def torch_ntk(f, params, x, chunk=32):
+    """G = J Jᵀ from per-sample Jacobians (vmap of jacrev), chunks of samples contracted pairwise."""
+    import torch
+    from torch.func import jacrev, vmap
+
+    def single(P, xi):
+        return f(P, xi[None]).reshape(())
+
+    jac = vmap(jacrev(single), in_dims=(None, 0))
+    n = x.shape[0]
+    starts = list(range(0, n, chunk))
+
+    def J(i0):
+        Jd = jac(params, x[i0:i0 + chunk])
+        return torch.cat([v.reshape(v.shape[0], -1) for v in Jd.values()], dim=1)
+
+    G = torch.empty((n, n), dtype=x.dtype)
+    for a, i0 in enumerate(starts):
+        Ja = J(i0)
+        for j0 in starts[a:]:
+            Jb = Ja if j0 == i0 else J(j0)
+            blk = Ja @ Jb.T
+            G[i0:i0 + chunk, j0:j0 + chunk] = blk
+            G[j0:j0 + chunk, i0:i0 + chunk] = blk.T
+            del Jb
+    return G
+
+
+def _set_threads():
+    import numba
+    import torch
+    torch.set_num_threads(THREADS)
+    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(THREADS)
+    except ImportError:
+        pass
+
+
+def _median(f, repeats):
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def bench_one(label, model, x, repeats_ref, repeats_torch):
+    import torch
+
+    from refnets.ntk import empirical_ntk
+
+    G = empirical_ntk(model, x)                               # warm up (Numba compilation)
+    tracemalloc.start()
+    G = empirical_ntk(model, x)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    t_ref = _median(lambda: empirical_ntk(model, x), repeats_ref)
+
+    f, params = torch_twin(model)
+    tx = torch.from_numpy(x)
+    with torch.no_grad():
+        u_t = f(params, tx).numpy().ravel()
+    u_r = model.forward(x).ravel()
+    if np.max(np.abs(u_t - u_r)) > 1e-10 * max(1.0, np.max(np.abs(u_r))):
+        raise AssertionError(f"ntk benchmark {label}: the torch twin computes another function")
+    Gt = None
+
+    def run_torch():
+        nonlocal Gt
+        Gt = torch_ntk(f, params, tx)
+    t_torch = _median(run_torch, repeats_torch)
+    Gt = Gt.numpy()
+    err = float(np.max(np.abs(G - Gt)) / np.max(np.abs(Gt)))
+    io_bytes = x.nbytes + G.nbytes
+    theta_bytes = sum(v.nbytes for v in model.parameters().values())
+    return [
+        {"name": f"empirical NTK G(0) {label}", "dtype": "float64", "refnets_s": t_ref, "torch_s": t_torch,
+         "ratio": t_torch / t_ref, "rel_err": err, "equal_1e-10": err <= 1e-10,
+         "n_params": int(model.n_parameters())},
+        {"name": f"NTK peak memory / (x + θ + n×n) {label}", "dtype": "float64", "refnets_s": t_ref,
+         "torch_s": None, "ratio": peak / (io_bytes + theta_bytes), "peak_bytes": int(peak),
+         "io_bytes": int(io_bytes), "theta_bytes": int(theta_bytes), "peak_over_x_and_nn": peak / io_bytes,
+         "jacobian_bytes": int(x.shape[0] * theta_bytes)},
+    ]
+
+
+def run(quick=False) -> list[dict]:
+    _set_threads()
+    r1 = 3 if quick else 5
+    recs = []
+    model, x = du_resnet()
+    # one torch.func run of the ResNet takes minutes (n·P = 1.4e9 Jacobian entries): timed once
+    recs += bench_one("Du ResNet n256 m1024 H6", model, x, r1, 1)
+    model, x = du_conv_resnet()
+    recs += bench_one("Du conv ResNet n64 p64 m256 H3", model, x, r1, 1 if quick else 3)
+    return recs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    recs = run(a.quick)
+    for r in recs:
+        ts = f"{r['torch_s']:8.3f}s" if r.get("torch_s") else f"{'-':>9}"
+        extra = f"rel_err {r['rel_err']:.1e}" if "rel_err" in r else f"peak {r['peak_bytes'] / 2**20:.1f} MiB"
+        print(f"{r['name']:<58} {r['refnets_s']:8.3f}s {ts} {r['ratio']:8.2f}  {extra}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(recs, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""All benchmarks in one run: refnets against PyTorch CPU measured in the same process.
+
+    python benchmarks/run.py [--quick] [--json FILE] [--only conv kohler_step ...]
+
+Every record is {name, dtype, refnets_s, torch_s, ratio} with ratio = torch time / refnets time
+(> 1 means refnets is faster); medians of repeated runs on both threads. The machine is small
+and noisy: read the ratios, not the seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SUITES = ["conv", "ntk", "train_step", "kohler_step", "startup"]
+
+
+def table(records) -> str:
+    lines = [f"{'benchmark':<62} {'dtype':>7} {'refnets':>10} {'torch':>10} {'ratio':>7}"]
+    for r in records:
+        ts = f"{r['torch_s'] * 1e3:8.2f}ms" if r.get("torch_s") else f"{'-':>10}"
+        ratio = f"{r['ratio']:7.2f}" if r.get("ratio") is not None else f"{'-':>7}"
+        lines.append(f"{r['name'][:62]:<62} {r['dtype']:>7} {r['refnets_s'] * 1e3:8.2f}ms {ts} {ratio}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--json", help="write the records here")
+    ap.add_argument("--only", nargs="+", choices=SUITES, help="run only these suites")
+    a = ap.parse_args(argv)
+    records = []
+    for name in a.only or SUITES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            print(f"skipping {name}: {e}", file=sys.stderr)
+            continue
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        records += mod.run(quick=a.quick)
+    print(table(records))
+    if a.json:
+        Path(a.json).write_text(json.dumps(records, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

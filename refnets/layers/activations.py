@@ -1,0 +1,196 @@
+"""Elementwise activations: σ, σ′ and σ″, each stable over the whole float range.
+
+Each activation is a layer (forward caches its input z; backward returns dout · σ′(z)) and also
+a plain description of σ that the theory uses: ``act.fn(z)``, ``act.deriv(z)``,
+``act.second_deriv(z)`` are vectorised NumPy functions (c_σ, Gaussian expectations and the
+limit kernels of Du et al. 2019 call them).
+
+Kinks follow PyTorch, so the cross-checks agree bit for bit in meaning:
+ReLU′(0) = 0, LeakyReLU′(0) = α.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+def activation_forward(z, fn):
+    """out = σ(z); cache = (z, fn owner). Shapes: z (any) -> out (same)."""
+    return fn.fn(z), (z, fn)
+
+
+def activation_backward(dout, cache):
+    """dz = dout ⊙ σ′(z)."""
+    z, act = cache
+    return dout * act.deriv(z)
+
+
+class Activation(Layer):
+    """Base of the elementwise activations; any input shape, float32 or float64.
+
+    Subclasses define ``fn``, ``deriv`` and ``second_deriv`` (vectorised, stable) and
+    ``kinks``: the points where σ is not differentiable (gradcheck reports a finite-difference
+    step that straddles one as KINK instead of a failure).
+    """
+
+    kinks: tuple = ()
+    smooth = True
+
+    def fn(self, z):
+        raise NotImplementedError
+
+    def deriv(self, z):
+        raise NotImplementedError
+
+    def second_deriv(self, z):
+        raise NotImplementedError(f"{self.name} has no second derivative")
+
+    def _forward(self, z):
+        return activation_forward(z, self)
+
+    def _backward(self, dout, cache):
+        return activation_backward(dout, cache), {}
+
+    def _jvp(self, dx, dparams, cache):
+        z, _ = cache
+        return np.zeros_like(z) if dx is None else dx * self.deriv(z)
+
+
+class Identity(Activation):
+    """σ(z) = z."""
+
+    def fn(self, z):
+        return z.copy()
+
+    def deriv(self, z):
+        return np.ones_like(z)
+
+    def second_deriv(self, z):
+        return np.zeros_like(z)
+
+
+class ReLU(Activation):
+    """σ(z) = max(z, 0); σ′(z) = 1{z > 0} (σ′(0) = 0, as PyTorch); σ″ = 0 away from 0."""
+
+    kinks = (0.0,)
+    smooth = False
+
+    def fn(self, z):
+        return np.maximum(z, 0)
+
+    def deriv(self, z):
+        return (z > 0).astype(z.dtype)
+
+    def second_deriv(self, z):
+        return np.zeros_like(z)
+
+
+class LeakyReLU(Activation):
+    """ψ(z) = max(αz, z) for 0 ≤ α < 1 (Brutzkus & Globerson 2021, MLP baseline); ψ′(0) = α."""
+
+    kinks = (0.0,)
+    smooth = False
+
+    def __init__(self, alpha=0.01, name=None):
+        super().__init__(name)
+        if not (0.0 <= alpha < 1.0):
+            raise ValueError(f"{self.name}: alpha must be in [0, 1), got {alpha}")
+        self.alpha = float(alpha)
+
+    def fn(self, z):
+        return np.where(z > 0, z, self.alpha * z)
+
+    def deriv(self, z):
+        return np.where(z > 0, 1.0, self.alpha).astype(z.dtype)
+
+    def second_deriv(self, z):
+        return np.zeros_like(z)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha:g}"
+
+
+def logistic(z):
+    """1/(1+e^{−z}) without overflow: e^{−|z|} never exceeds 1. Exact to rounding for any z."""
+    with np.errstate(under="ignore"):  # e^{-|z|} underflowing to 0 is the exact limit
+        e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
+
+
+def softplus(z):
+    """log(1+e^z) = max(z, 0) + log1p(e^{−|z|}), stable for any z."""
+    with np.errstate(under="ignore"):
+        return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))).astype(z.dtype, copy=False)
+
+
+def log1pexp_neg(z):
+    """ℓ(z) = log(1+e^{−z}) = softplus(−z), the logistic loss (Brutzkus & Globerson 2021)."""
+    return softplus(-z)
+
+
+class Logistic(Activation):
+    """The logistic squasher σ(z) = 1/(1+e^{−z}) (Kohler et al. 2024).
+
+    σ′ = σ(z)σ(−z) (accurate in both tails, unlike σ(1−σ)); σ″ = σ′ (σ(−z) − σ(z)).
+    """
+
+    def fn(self, z):
+        return logistic(z)
+
+    def deriv(self, z):
+        return logistic(z) * logistic(-z)
+
+    def second_deriv(self, z):
+        # σ(−z) − σ(z) = tanh(−z/2): the difference of two numbers near ½ would cancel for small z.
+        s, t = logistic(z), logistic(-z)
+        return s * t * np.tanh(-0.5 * z)
+
+
+class Softplus(Activation):
+    """σ(z) = log(1+e^z), Du et al. 2019's smooth activation; σ′ = logistic, σ″ = logistic′."""
+
+    def fn(self, z):
+        return softplus(z)
+
+    def deriv(self, z):
+        return logistic(z)
+
+    def second_deriv(self, z):
+        return logistic(z) * logistic(-z)
+
+
+def sech2(z):
+    """sech² z = 1 − tanh² z = 4e^{−2|z|}/(1+e^{−2|z|})², accurate in the tails where 1 − tanh² cancels."""
+    with np.errstate(under="ignore"):
+        e = np.exp(-2.0 * np.abs(z))
+        return (4.0 * e / (1.0 + e) ** 2).astype(z.dtype, copy=False)
+
+
+class Tanh(Activation):
+    """σ(z) = tanh z; σ′ = sech² z; σ″ = −2 tanh z · sech² z."""
+
+    def fn(self, z):
+        return np.tanh(z)
+
+    def deriv(self, z):
+        return sech2(z)
+
+    def second_deriv(self, z):
+        return -2.0 * np.tanh(z) * sech2(z)
+
+
+ACTIVATIONS = {
+    "identity": Identity, "relu": ReLU, "leaky_relu": LeakyReLU,
+    "logistic": Logistic, "softplus": Softplus, "tanh": Tanh,
+}
+
+
+def get_activation(name_or_act) -> Activation:
+    """An Activation from a name ("softplus", "relu", ...) or an instance (returned as is)."""
+    if isinstance(name_or_act, Activation):
+        return name_or_act
+    try:
+        return ACTIVATIONS[str(name_or_act).lower()]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name_or_act!r}; choose from {sorted(ACTIVATIONS)}") from None

@@ -1,0 +1,38 @@
+"""The Numba logistic kernels equal their NumPy references (refnets/kernels/activation_*.py)."""
+import numpy as np
+import pytest
+
+from conftest import rel_error
+from refnets.kernels import activation_numba as AN
+from refnets.kernels import activation_reference as AR
+from refnets.layers.activations import logistic
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logistic_numba_equals_reference(rng, dtype):
+    z = (rng.standard_normal((4, 3, 7, 5)) * 30).astype(dtype)
+    z[0, 0, 0, :4] = [800.0, -800.0, 0.0, -40.0]
+    a = AN.logistic_inplace(z.copy())
+    b = AR.logistic_inplace(z.copy())
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert a.dtype == dtype and np.all(np.isfinite(a)) and rel_error(a, b) < tol
+    assert a[0, 0, 0, 0] == 1.0 and a[0, 0, 0, 1] == 0.0 and a[0, 0, 0, 2] == 0.5
+    assert rel_error(b, logistic(z)) < tol                      # the reference is the layer's σ
+    # non-contiguous input takes the reference path, same values
+    zt = z.transpose(0, 2, 1, 3)
+    assert rel_error(AN.logistic_inplace(zt.copy(order="K")), AR.logistic_inplace(zt.copy(order="K"))) < tol
+
+
+def test_logistic_numba_is_deterministic(rng):
+    z = rng.standard_normal(10_001) * 5
+    assert np.array_equal(AN.logistic_inplace(z.copy()), AN.logistic_inplace(z.copy()))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_times_dlogistic_numba_equals_reference(rng, dtype):
+    g = rng.standard_normal((3, 5, 4)).astype(dtype)
+    o = rng.uniform(0, 1, (3, 5, 4)).astype(dtype)
+    a = AN.times_dlogistic_inplace(g.copy(), o)
+    b = AR.times_dlogistic_inplace(g.copy(), o)
+    assert rel_error(a, b) < (1e-12 if dtype == np.float64 else 1e-6)
+    assert np.allclose(b, g * o * (1 - o), rtol=1e-15 if dtype == np.float64 else 1e-6)
