@@ -16,13 +16,13 @@ reported as a record; for the channel-heavy shapes (C_in/G ≥ 16, the im2col + 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import alternating_medians, cli, median_time, set_threads  # noqa: E402
 
 # (name, x shape, W shape, stride, padding, groups)
 SHAPES = [
@@ -32,7 +32,6 @@ SHAPES = [
     ("N256 G128 1->4 16x16 k3 (Kohler K_n)", (256, 128, 16, 16), (512, 1, 3, 3), 1, 0, 128),
     ("N16 C8->16 31x31 k3 s2", (16, 8, 31, 31), (16, 8, 3, 3), 2, 0, 1),
 ]
-THREADS = 2
 
 
 def _flops(xs, ws, stride, padding, groups):
@@ -47,54 +46,14 @@ def _channel_heavy(ws, groups):
     return ws[1] >= 16
 
 
-def _median_pair(f_ref, f_torch, repeats, min_time):
-    """Alternate the two calls; each repeat runs a call enough times to last min_time; medians."""
-    f_ref()
-    f_torch()                                                   # warm up (compilation, allocator)
-    def calls_for(f):
-        t0 = time.perf_counter()
-        f()
-        dt = time.perf_counter() - t0
-        return max(1, int(min_time / max(dt, 1e-9)))
-    n_ref, n_torch = calls_for(f_ref), calls_for(f_torch)
-    tr, tt = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n_ref):
-            f_ref()
-        tr.append((time.perf_counter() - t0) / n_ref)
-        t0 = time.perf_counter()
-        for _ in range(n_torch):
-            f_torch()
-        tt.append((time.perf_counter() - t0) / n_torch)
-    return statistics.median(tr), statistics.median(tt)
-
-
 def gemm_rate(dtype=np.float64, n=2048, repeats=5) -> tuple[float, float]:
     """(seconds, GFLOP/s) of an n×n numpy matmul (median of repeats)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
     a @ b
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        ts.append(time.perf_counter() - t0)
-    t = statistics.median(ts)
+    t = median_time(lambda: a @ b, repeats)
     return t, 2.0 * n ** 3 / t / 1e9
-
-
-def _set_threads():
-    import numba
-    import torch
-    torch.set_num_threads(THREADS)
-    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(THREADS)
-    except ImportError:
-        pass
 
 
 def run(quick=False) -> list[dict]:
@@ -102,7 +61,7 @@ def run(quick=False) -> list[dict]:
 
     from refnets.layers.conv import conv2d_backward, conv2d_forward
 
-    _set_threads()
+    set_threads()
     repeats = 5 if quick else 7
     min_time = 0.05 if quick else 0.2
     records = []
@@ -111,7 +70,6 @@ def run(quick=False) -> list[dict]:
                     "refnets_s": gemm_s, "torch_s": None, "ratio": None, "gflops": gemm_gf})
     fractions = []
     for dtype in (np.float64, np.float32):
-        tdt = torch.float64 if dtype == np.float64 else torch.float32
         for name, xs, ws, stride, padding, groups in SHAPES:
             rng = np.random.default_rng(0)
             x = rng.standard_normal(xs).astype(dtype)
@@ -141,7 +99,7 @@ def run(quick=False) -> list[dict]:
                 err = np.max(np.abs(g - w)) / max(np.max(np.abs(w)), 1e-30)
                 if err > tol:
                     raise AssertionError(f"conv benchmark {name} {dtype.__name__}: refnets != torch ({err:.2e})")
-            tr, tt = _median_pair(f_ref, f_torch, repeats, min_time)
+            tr, tt, _, _ = alternating_medians(f_ref, f_torch, repeats, min_time)
             fl = _flops(xs, ws, stride, padding, groups)
             rec = {"name": f"conv fwd+bwd {name}", "dtype": np.dtype(dtype).name, "refnets_s": tr, "torch_s": tt,
                    "ratio": tt / tr, "gflops": fl / tr / 1e9, "torch_gflops": fl / tt / 1e9}
@@ -153,24 +111,17 @@ def run(quick=False) -> list[dict]:
     return records[:1] + fractions + records[1:]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    a = ap.parse_args(argv)
-    recs = run(a.quick)
-    print(f"{'benchmark':<58} {'dtype':>7} {'refnets':>10} {'torch':>10} {'ratio':>6} {'GFLOP/s':>8} {'torch':>7}")
+def show(recs) -> str:
+    """The table with GFLOP/s columns (refnets and torch)."""
+    lines = [f"{'benchmark':<58} {'dtype':>7} {'refnets':>10} {'torch':>10} {'ratio':>6} {'GFLOP/s':>8} {'torch':>7}"]
     for r in recs:
         ts = f"{r['torch_s'] * 1e3:8.2f}ms" if r.get("torch_s") else f"{'-':>10}"
         ratio = f"{r['ratio']:6.2f}" if r.get("ratio") is not None else f"{'-':>6}"
         tg = f"{r['torch_gflops']:7.1f}" if r.get("torch_gflops") else f"{'-':>7}"
-        print(f"{r['name'][:58]:<58} {r['dtype']:>7} {r['refnets_s'] * 1e3:8.2f}ms {ts} {ratio} "
-              f"{r.get('gflops', 0):8.1f} {tg}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(recs, f, indent=1)
-    return 0
+        lines.append(f"{r['name'][:58]:<58} {r['dtype']:>7} {r['refnets_s'] * 1e3:8.2f}ms {ts} {ratio} "
+                     f"{r.get('gflops', 0):8.1f} {tg}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(run, __doc__.splitlines()[0], show=show))

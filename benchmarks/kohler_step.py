@@ -18,15 +18,14 @@ slow enough that n = 1000 takes minutes per step on a 2-core machine).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 
-THREADS = 2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import alternating_medians, cli, set_threads  # noqa: E402
+
 K_N, K, M, D = 256, (4, 1), 3, 16
 BLOCK = 100
 
@@ -75,12 +74,7 @@ def _torch_step(torch, model, x, y, lam, c_n):
 
 def run(quick=False) -> list:
     import torch
-    try:
-        import numba
-        numba.set_num_threads(THREADS)
-    except ImportError:  # pragma: no cover
-        pass
-    torch.set_num_threads(THREADS)
+    set_threads()
     from refnets.models.kohler2024 import gd_step
     n = 100 if quick else 1000
     lam, c_n = 1e-3, 1e-3
@@ -90,37 +84,12 @@ def run(quick=False) -> list:
     def ref():
         return gd_step(model, x, y, lam, c_n)
 
-    ref()                                             # warm up (Numba compilation)
-    if quick:
-        tstep()                                       # (torch compiles nothing; at n = 1000 one call is minutes)
-    tr, tt = [], []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        ref()
-        tr.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        tstep()
-        tt.append(time.perf_counter() - t0)
-    r, t = statistics.median(tr), statistics.median(tt)
+    # both warm up first in quick mode; at n = 1000 one torch step takes seconds, so it is not repeated
+    r, t, tr, tt = alternating_medians(ref, tstep, 5, warm_torch=quick)
     name = f"kohler GD step K_n={K_N} L=2 k=(4,1) M=3 n={n} {D}x{D}"
     return [{"name": name, "dtype": "float64", "refnets_s": r, "torch_s": t, "ratio": t / r,
              "refnets_all_s": tr, "torch_all_s": tt}]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="n = 100 images instead of 1000")
-    ap.add_argument("--json", help="write the records here")
-    a = ap.parse_args(argv)
-    records = run(quick=a.quick)
-    for rec in records:
-        print(f"{rec['name']}: refnets {rec['refnets_s']:.3f} s, torch {rec['torch_s']:.3f} s, "
-              f"ratio {rec['ratio']:.2f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(records, f, indent=1)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(run, __doc__.splitlines()[0]))

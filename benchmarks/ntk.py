@@ -20,16 +20,14 @@ Both in float64; the records say whether the two Grams agree to 1e-10 relative (
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
-THREADS = 2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import cli, median_time, set_threads  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the networks
@@ -208,27 +206,6 @@ def torch_ntk(f, params, x, chunk=32):
     return G
 
 
-def _set_threads():
-    import numba
-    import torch
-    torch.set_num_threads(THREADS)
-    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(THREADS)
-    except ImportError:
-        pass
-
-
-def _median(f, repeats):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def bench_one(label, model, x, repeats_ref, repeats_torch):
     import torch
 
@@ -239,7 +216,7 @@ def bench_one(label, model, x, repeats_ref, repeats_torch):
     G = empirical_ntk(model, x)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    t_ref = _median(lambda: empirical_ntk(model, x), repeats_ref)
+    t_ref = median_time(lambda: empirical_ntk(model, x), repeats_ref)
 
     f, params = torch_twin(model)
     tx = torch.from_numpy(x)
@@ -253,7 +230,7 @@ def bench_one(label, model, x, repeats_ref, repeats_torch):
     def run_torch():
         nonlocal Gt
         Gt = torch_ntk(f, params, tx)
-    t_torch = _median(run_torch, repeats_torch)
+    t_torch = median_time(run_torch, repeats_torch)
     Gt = Gt.numpy()
     err = float(np.max(np.abs(G - Gt)) / np.max(np.abs(Gt)))
     io_bytes = x.nbytes + G.nbytes
@@ -270,7 +247,7 @@ def bench_one(label, model, x, repeats_ref, repeats_torch):
 
 
 def run(quick=False) -> list[dict]:
-    _set_threads()
+    set_threads()
     r1 = 3 if quick else 5
     recs = []
     model, x = du_resnet()
@@ -281,21 +258,15 @@ def run(quick=False) -> list[dict]:
     return recs
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    a = ap.parse_args(argv)
-    recs = run(a.quick)
+def show(recs) -> str:
+    """Seconds, the ratio, and the relative error (timing records) or the peak memory (memory records)."""
+    lines = []
     for r in recs:
         ts = f"{r['torch_s']:8.3f}s" if r.get("torch_s") else f"{'-':>9}"
         extra = f"rel_err {r['rel_err']:.1e}" if "rel_err" in r else f"peak {r['peak_bytes'] / 2**20:.1f} MiB"
-        print(f"{r['name']:<58} {r['refnets_s']:8.3f}s {ts} {r['ratio']:8.2f}  {extra}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(recs, f, indent=1)
-    return 0
+        lines.append(f"{r['name']:<58} {r['refnets_s']:8.3f}s {ts} {r['ratio']:8.2f}  {extra}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(run, __doc__.splitlines()[0], show=show))

@@ -15,17 +15,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import table  # noqa: E402
 
 SUITES = ["conv", "ntk", "train_step", "kohler_step", "startup"]
-
-
-def table(records) -> str:
-    lines = [f"{'benchmark':<62} {'dtype':>7} {'refnets':>10} {'torch':>10} {'ratio':>7}"]
-    for r in records:
-        ts = f"{r['torch_s'] * 1e3:8.2f}ms" if r.get("torch_s") else f"{'-':>10}"
-        ratio = f"{r['ratio']:7.2f}" if r.get("ratio") is not None else f"{'-':>7}"
-        lines.append(f"{r['name'][:62]:<62} {r['dtype']:>7} {r['refnets_s'] * 1e3:8.2f}ms {ts} {ratio}")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -7,8 +7,6 @@ Target (performance issue): cold ≤ 15 s, warm ≤ 1 s.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -44,14 +42,11 @@ def run(quick=False) -> list[dict]:
              "refnets_s": warm, "torch_s": None, "ratio": None, "target_s": 1.0}]
 
 
+def show(recs) -> str:
+    return "\n".join(f"{r['name']:<70} {r['refnets_s']:7.2f} s (target {r['target_s']} s)" for r in recs)
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json")
-    ap.add_argument("--quick", action="store_true")
-    a = ap.parse_args()
-    recs = run(a.quick)
-    for r in recs:
-        print(f"{r['name']:<70} {r['refnets_s']:7.2f} s (target {r['target_s']} s)")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(recs, f, indent=1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _timing import cli
+    sys.exit(cli(run, __doc__.splitlines()[0], show=show))

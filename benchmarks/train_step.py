@@ -10,17 +10,14 @@ under ``no_grad``. Both on 2 threads, calls alternating, medians; ratio = torch 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ntk as _ntk  # noqa: E402  (the torch twin and the networks)
+from _timing import alternating_medians, cli, set_threads  # noqa: E402
 
 LR = 1e-3
 
@@ -31,7 +28,7 @@ def run(quick=False) -> list[dict]:
     from refnets.losses import half_squared_sum
     from refnets.optim import GD
 
-    _ntk._set_threads()
+    set_threads()
     model, x = _ntk.du_resnet(n=256, m=1024, H=6)
     y = np.random.default_rng(5).standard_normal((x.shape[0], 1))
     f, P = _ntk.torch_twin(model)          # copies of the initial weights
@@ -61,33 +58,10 @@ def run(quick=False) -> list[dict]:
         lr_, lt_ = step_ref(), step_torch()
         if abs(lr_ - lt_) > 1e-9 * abs(lt_):
             raise AssertionError(f"train_step benchmark: losses differ, refnets {lr_} vs torch {lt_}")
-    repeats = 5 if quick else 9
-    tr, tt = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step_ref()
-        tr.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        step_torch()
-        tt.append(time.perf_counter() - t0)
-    a, b = statistics.median(tr), statistics.median(tt)
+    a, b, _, _ = alternating_medians(step_ref, step_torch, 5 if quick else 9)
     return [{"name": "GD step Du ResNet n256 m1024 H6", "dtype": "float64", "refnets_s": a, "torch_s": b,
              "ratio": b / a}]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    a = ap.parse_args(argv)
-    recs = run(a.quick)
-    for r in recs:
-        print(f"{r['name']:<50} {r['refnets_s'] * 1e3:9.2f}ms {r['torch_s'] * 1e3:9.2f}ms {r['ratio']:6.2f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(recs, f, indent=1)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(run, __doc__.splitlines()[0]))

@@ -36,3 +36,20 @@ def test_times_dlogistic_numba_equals_reference(rng, dtype):
     b = AR.times_dlogistic_inplace(g.copy(), o)
     assert rel_error(a, b) < (1e-12 if dtype == np.float64 else 1e-6)
     assert np.allclose(b, g * o * (1 - o), rtol=1e-15 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logistic_threaded_path_equals_reference_and_single_thread(rng, dtype):
+    import numba
+    z = (rng.standard_normal(AN._MIN_THREADED + 12_345) * 40).astype(dtype)   # large: split over threads
+    z[:6] = [1e4, -1e4, 709.0, -709.0, -710.0, 0.0]
+    a = AN.logistic_inplace(z.copy())
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert np.all(np.isfinite(a)) and rel_error(a, AR.logistic_inplace(z.copy())) < tol
+    assert a[0] == 1.0 and a[1] == 0.0 and a[4] == 0.0 and a[5] == 0.5
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert np.array_equal(AN.logistic_inplace(z.copy()), a)      # same bits on one thread
+    finally:
+        numba.set_num_threads(n)

@@ -229,8 +229,8 @@ def dimension(ctx):
                        capsize=3, label=f"{lab} ({sub[0]['params']}–{sub[-1]['params']} params)")
             res[(net, key)] = agg
     # the constant predictor E η has L2 error Var η: the level of an estimate that learned nothing
-    var_eta = [float(np.var(AvgPoolImages(d1=d, kappa=KAPPA).sample(c["n_test"], rng=[ctx.seed, d, 2])[2]))
-               for d in c["dims"]]
+    var_eta = [float(np.var(AvgPoolImages(d1=d, kappa=KAPPA).sample(
+        c["n_test"], rng=np.random.default_rng([ctx.seed, d, 2]))[2])) for d in c["dims"]]
     a1.plot(c["dims"], var_eta, ":", color="gray", label="constant predictor E η (Var η)")
     for a, lab in ((a1, "∫|η̂ − η|² dP_X"), (a2, "excess risk")):
         a.set_xscale("log", base=2)
@@ -333,10 +333,12 @@ def overparam(ctx):
               ", ".join(f"K_n={K}: {lk[K][0]:.4f}" for K in Ks), lk[Ks[-1]][0] < lk[Ks[0]][0])
     ctx.claim("a large penalty c_n over-regularises: the L2 error at the largest c_n exceeds the best one",
               ", ".join(f"c_n={cn:g}: {lc[cn][0]:.4f}" for cn in cs), lc[cs[-1]][0] > min(v[0] for v in lc.values()))
-    gap = l2p.mean(0)[-1] / pre.mean()
-    ctx.claim(f"the paper's plain GD reaches the preconditioned run's test L2 error (within 10%) in {c['t_plain']} steps",
-              f"plain GD L2 after {c['t_plain']} steps {l2p.mean(0)[-1]:.4f} vs preconditioned {pre.mean():.4f} "
-              f"(ratio {gap:.2f})", bool(gap <= 1.1))
+    first, last = l2p.mean(0)[0], l2p.mean(0)[-1]
+    ctx.claim(f"the paper's plain GD is still improving after {c['t_plain']} steps, and the output-preconditioned "
+              f"step (10 steps) is at least as accurate (within 10%): why the experiments use it",
+              f"plain GD test L2 {first:.4f} at step 0, {last:.4f} at step {c['t_plain']}; preconditioned "
+              f"{pre.mean():.4f} (plain/preconditioned {last / pre.mean():.2f})",
+              bool(last < first and pre.mean() <= 1.1 * last))
     ctx.note(f"Plain GD on F_n with the largest stable step λ_n = 1/λ_max(H) (H the output-layer Hessian) "
              f"learns the common mean of the pooled features in a few steps and the rest slowly: ΦᵀΦ/n has "
              f"eigenvalues down to ~1e-7, so the slow directions converge at rate ~2c_n λ_n per step. This is why the "

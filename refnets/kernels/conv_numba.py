@@ -159,6 +159,37 @@ def _valid_range(off, stride, size, n_out):
     return lo, hi
 
 
+@njit(cache=True, inline="always")
+def _fill_patch_row(src, yoff, xoff, sh, sw, oy0, oy1, ox0, ox1, Ho, Wo, dst):
+    """dst[y·W_out + x] = src[y·sh + yoff, x·sw + xoff] on the valid box [oy0, oy1) × [ox0, ox1), 0 elsewhere.
+
+    One row of the patch matrix (one channel c and kernel offset (i, j): yoff = i·dh − pt,
+    xoff = j·dw − pl); the valid box comes from :func:`_valid_range`, so no index leaves src.
+    """
+    nv = ox1 - ox0
+    ix = ox0 * sw + xoff                 # first input column read; >= 0 when nv > 0
+    for oy in range(Ho):
+        d = dst[oy * Wo:(oy + 1) * Wo]
+        if oy < oy0 or oy >= oy1 or nv == 0:
+            for u in range(Wo):
+                d[u] = 0
+            continue
+        row = src[oy * sh + yoff]
+        for u in range(ox0):
+            d[u] = 0
+        dv = d[ox0:ox1]
+        if sw == 1:
+            s1 = row[ix:ix + nv]
+            for u in range(nv):
+                dv[u] = s1[u]
+        else:
+            ss = row[ix:ix + (nv - 1) * sw + 1:sw]
+            for u in range(nv):
+                dv[u] = ss[u]
+        for u in range(ox1, Wo):
+            d[u] = 0
+
+
 # ====================================================================== "gemm" strategy
 @njit(cache=True)
 def _im2col_serial(x, n0, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, cols):
@@ -172,31 +203,8 @@ def _im2col_serial(x, n0, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, cols):
         j = r - c * khw - i * kw
         oy0, oy1 = _valid_range(i * dh - pt, sh, H, Ho)
         ox0, ox1 = _valid_range(j * dw - pl, sw, W, Wo)
-        nv = ox1 - ox0
-        ix = ox0 * sw + j * dw - pl          # first input column read; >= 0 when nv > 0
         for n in range(m):
-            dst = cols[r, n]
-            src = x[n0 + n, c]
-            for oy in range(Ho):
-                d = dst[oy * Wo:(oy + 1) * Wo]
-                if oy < oy0 or oy >= oy1 or nv == 0:
-                    for u in range(Wo):
-                        d[u] = 0
-                    continue
-                row = src[oy * sh + i * dh - pt]
-                for u in range(ox0):
-                    d[u] = 0
-                dv = d[ox0:ox1]
-                if sw == 1:
-                    s1 = row[ix:ix + nv]
-                    for u in range(nv):
-                        dv[u] = s1[u]
-                else:
-                    ss = row[ix:ix + (nv - 1) * sw + 1:sw]
-                    for u in range(nv):
-                        dv[u] = ss[u]
-                for u in range(ox1, Wo):
-                    d[u] = 0
+            _fill_patch_row(x[n0 + n, c], i * dh - pt, j * dw - pl, sh, sw, oy0, oy1, ox0, ox1, Ho, Wo, cols[r, n])
 
 
 @njit(cache=True)
@@ -576,30 +584,7 @@ def _im2col_rows(x, n, r0, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, dst):
         j = r - c * khw - i * kw
         oy0, oy1 = _valid_range(i * dh - pt, sh, H, Ho)
         ox0, ox1 = _valid_range(j * dw - pl, sw, W, Wo)
-        nv = ox1 - ox0
-        ix = ox0 * sw + j * dw - pl
-        drow = dst[k]
-        src = x[n, c]
-        for oy in range(Ho):
-            d = drow[oy * Wo:(oy + 1) * Wo]
-            if oy < oy0 or oy >= oy1 or nv == 0:
-                for u in range(Wo):
-                    d[u] = 0
-                continue
-            row = src[oy * sh + i * dh - pt]
-            for u in range(ox0):
-                d[u] = 0
-            dv = d[ox0:ox1]
-            if sw == 1:
-                s1 = row[ix:ix + nv]
-                for u in range(nv):
-                    dv[u] = s1[u]
-            else:
-                ss = row[ix:ix + (nv - 1) * sw + 1:sw]
-                for u in range(nv):
-                    dv[u] = ss[u]
-            for u in range(ox1, Wo):
-                d[u] = 0
+        _fill_patch_row(x[n, c], i * dh - pt, j * dw - pl, sh, sw, oy0, oy1, ox0, ox1, Ho, Wo, dst[k])
 
 
 @njit(cache=True, parallel=True)
