@@ -11,6 +11,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 THREADS = 2
 
@@ -90,3 +91,60 @@ def cli(run, description: str, argv=None, show=table) -> int:
         with open(a.json, "w") as f:
             json.dump(records, f, indent=1)
     return 0
+
+
+# (name prefix, dtype or None, kind, bound) — the performance issue's targets. kind "ratio≥": the record's
+# ratio must reach the bound; "ratio≤": stay below it; "s≤": refnets seconds at most the bound.
+TARGETS = [
+    ("conv fwd+bwd N256 G128", "float64", "ratio≥", 3.0),
+    ("conv fwd+bwd", "float64", "ratio≥", 1.0),
+    ("conv fwd+bwd", "float32", "ratio≥", 0.5),
+    ("conv GEMM fraction", None, "ratio≥", 0.5),
+    ("empirical NTK", None, "ratio≥", 5.0),
+    ("NTK peak memory", None, "ratio≤", 2.0),
+    ("GD step Du ResNet", None, "ratio≥", 1.0),
+    ("kohler GD step", None, "ratio≥", 2.0),
+    ("startup cold", None, "s≤", 15.0),
+    ("startup warm", None, "s≤", 1.0),
+]
+
+
+def target(record):
+    """(text, met) of the first target that applies to the record, or (None, None)."""
+    for prefix, dtype, kind, bound in TARGETS:
+        if record["name"].startswith(prefix) and dtype in (None, record["dtype"]):
+            if kind == "s≤":
+                return f"≤ {bound:g} s", record["refnets_s"] <= bound
+            value = record.get("ratio")
+            if value is None:
+                return None, None
+            return (f"≥ {bound:g}", value >= bound) if kind == "ratio≥" else (f"≤ {bound:g}", value <= bound)
+    return None, None
+
+
+def markdown_table(records) -> str:
+    """The records as a Markdown table with each target and whether it is met (the README's table)."""
+    def fmt(s):
+        return "–" if s is None else (f"{s:.2f} s" if s >= 1 else f"{s * 1e3:.2f} ms")
+    def gf(r):
+        a, b = r.get("gflops"), r.get("torch_gflops")
+        return "–" if a is None else (f"{a:.0f}" if b is None else f"{a:.0f} / {b:.0f}")
+    lines = ["| benchmark | dtype | refnets | PyTorch | ratio | target | met | GFLOP/s (refnets / PyTorch) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        text, met = target(r)
+        ratio = "–" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['name']} | {r['dtype']} | {fmt(r['refnets_s'])} | {fmt(r.get('torch_s'))} | {ratio} | "
+                     f"{text or '–'} | {'–' if met is None else ('yes' if met else '**no**')} | {gf(r)} |")
+    return "\n".join(lines)
+
+
+def splice_readme(path, text, begin="<!-- performance-table -->", end="<!-- /performance-table -->") -> None:
+    """Replace what stands between the two markers of ``path`` (or after ``begin``, if ``end`` is missing)."""
+    path = Path(path)
+    src = path.read_text(encoding="utf-8")
+    if begin not in src:
+        raise ValueError(f"{path}: no {begin} marker")
+    head, rest = src.split(begin, 1)
+    tail = rest.split(end, 1)[1] if end in rest else "\n"
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}", encoding="utf-8")

@@ -1,6 +1,6 @@
 """All benchmarks in one run: refnets against PyTorch CPU measured in the same process.
 
-    python benchmarks/run.py [--quick] [--json FILE] [--only conv kohler_step ...]
+    python benchmarks/run.py [--quick] [--json FILE] [--readme README.md] [--only conv kohler_step ...]
 
 Every record is {name, dtype, refnets_s, torch_s, ratio} with ratio = torch time / refnets time
 (> 1 means refnets is faster); medians of repeated runs on both threads. The machine is small
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import table  # noqa: E402
+from _timing import markdown_table, splice_readme, table  # noqa: E402
 
 SUITES = ["conv", "ntk", "train_step", "kohler_step", "startup"]
 
@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--json", help="write the records here")
     ap.add_argument("--only", nargs="+", choices=SUITES, help="run only these suites")
+    ap.add_argument("--readme", help="write the table, with the targets, into this README's Performance section")
     a = ap.parse_args(argv)
     records = []
     for name in a.only or SUITES:
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
     print(table(records))
     if a.json:
         Path(a.json).write_text(json.dumps(records, indent=1))
+    if a.readme:
+        splice_readme(a.readme, markdown_table(records))
     return 0
 
 

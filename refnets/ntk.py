@@ -3,8 +3,9 @@
 G_ij = ⟨∂u_i/∂θ, ∂u_j/∂θ⟩ = Σ_h G⁽ʰ⁾_ij (Du et al. 2019, Sec. 4: u_i = f(θ, x_i)).
 
 One forward and one backward with ``dout = 1`` per sample give every sample's sensitivities
-∂u_i/∂(layer output) at once (samples never interact), and each layer turns its cached input
-and those sensitivities into its exact share (dense: (ΔΔᵀ) ⊙ (XXᵀ); convolution: the trace
+∂u_i/∂(layer output) at once (samples never interact; the backward runs in
+:func:`refnets.layers.base.sensitivities_only`, so no parameter gradient is formed), and each
+layer turns its cached input and those sensitivities into its exact share (dense: (ΔΔᵀ) ⊙ (XXᵀ); convolution: the trace
 form). No per-sample Jacobian of the whole network is ever formed.
 """
 from __future__ import annotations
@@ -27,13 +28,14 @@ def empirical_ntk(model, x, per_layer=False, params=None):
     -------
     (N, N) symmetric PSD array, or the dict of shares.
     """
-    from .layers.base import select
+    from .layers.base import select, sensitivities_only
 
     out = model.forward(x)
     n = x.shape[0]
     if out.size != n:
         raise ValueError(f"empirical_ntk: the model must have one output per sample, got shape {out.shape}")
-    model.backward(np.ones_like(out))
+    with sensitivities_only():              # the shares need each layer's dout, never dW: no θ-sized arrays
+        model.backward(np.ones_like(out))
     shares = model.gram()
     if params is not None:
         keep = set(select(shares, params))

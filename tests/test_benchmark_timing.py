@@ -55,3 +55,30 @@ def test_every_suite_run_py_lists_has_a_run_function(suite):
     run_py = (BENCH / "run.py").read_text()
     assert f'"{suite}"' in run_py
     assert callable(importlib.import_module(suite).run)
+
+
+def test_targets_follow_the_performance_issue():
+    rec = lambda name, dtype="float64", ratio=None, s=0.1: {"name": name, "dtype": dtype, "refnets_s": s,
+                                                             "torch_s": None, "ratio": ratio}
+    assert _timing.target(rec("conv fwd+bwd N256 G128 1->4 16x16 k3 (Kohler K_n)", ratio=2.9)) == ("≥ 3", False)
+    assert _timing.target(rec("conv fwd+bwd N32 C16->32 32x32 k3", ratio=1.1)) == ("≥ 1", True)
+    assert _timing.target(rec("conv fwd+bwd N32 C16->32 32x32 k3", "float32", ratio=0.4)) == ("≥ 0.5", False)
+    assert _timing.target(rec("NTK peak memory / (x + θ + n×n) Du ResNet", ratio=1.5)) == ("≤ 2", True)
+    assert _timing.target(rec("startup warm (Numba cache filled)", s=1.2)) == ("≤ 1 s", False)
+    assert _timing.target(rec("float64 GEMM rate: numpy 2048^2 matmul")) == (None, None)
+
+
+def test_markdown_table_is_spliced_between_the_readme_markers(tmp_path):
+    recs = [{"name": "kohler GD step", "dtype": "float64", "refnets_s": 2.0, "torch_s": 5.0, "ratio": 2.5},
+            {"name": "startup warm", "dtype": "float64", "refnets_s": 0.5, "torch_s": None, "ratio": None}]
+    md = _timing.markdown_table(recs)
+    assert "| kohler GD step | float64 | 2.00 s | 5.00 s | 2.50 | ≥ 2 | yes | – |" in md
+    assert "| startup warm | float64 | 500.00 ms | – | – | ≤ 1 s | yes | – |" in md
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Performance\n\n<!-- performance-table -->\nold\n<!-- /performance-table -->\n\n## Next\n")
+    _timing.splice_readme(readme, md)
+    _timing.splice_readme(readme, md)                   # idempotent: regenerating replaces, never appends
+    text = readme.read_text()
+    assert text.count("kohler GD step") == 1 and "old" not in text and text.endswith("## Next\n")
+    with pytest.raises(ValueError, match="marker"):
+        _timing.splice_readme(tmp_path / "README.md", md, begin="<!-- nothing -->")

@@ -139,7 +139,7 @@ def test_serial_path_for_tiny_calls_is_bit_identical_to_the_parallel_one(strateg
     def spy(n):
         threads.append(n)
         real_set(n)
-    monkeypatch.setattr(K.numba, "set_num_threads", spy)
+    monkeypatch.setattr(numba, "set_num_threads", spy)      # refnets.kernels.threads calls it
     for xs, ws, geo in FIXED[:3] + [((2, 2, 5, 5), (2, 2, 3, 3), ((1, 1), (1, 1, 1, 1), (1, 1), 1))]:
         rng = np.random.default_rng(11)
         x, W, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])

@@ -218,3 +218,27 @@ def test_activation_and_container_bad_inputs():
         d = rn.Dense(2, 1)
         d.forward(np.zeros((1, 2)))
         d.gram()
+
+
+def test_sensitivities_only_gives_the_same_dx_without_parameter_gradients(rng):
+    from refnets.layers.base import param_grads_enabled, sensitivities_only
+    net = rn.Sequential({"c": rn.Conv2d(2, 3, 3, padding=1, rng=1), "r": rn.Softplus(), "f": rn.Flatten(),
+                         "d": rn.Dense(3 * 5 * 4, 2, rng=2)})
+    x = rng.standard_normal((3, 2, 5, 4))
+    dout = rng.standard_normal((3, 2))
+    net.forward(x)
+    dx = net.backward(dout)
+    assert set(net.gradients()) == {"c.W", "c.b", "d.W"}
+    with sensitivities_only():
+        assert not param_grads_enabled()
+        dx2 = net.backward(dout)
+        assert net.gradients() == {}
+    assert param_grads_enabled()
+    assert np.array_equal(dx, dx2)
+    with pytest.raises(RuntimeError), sensitivities_only():
+        raise RuntimeError("the switch is restored on the way out")
+    assert param_grads_enabled()
+    # the NTK shares come from dout and the caches only: same G with and without the switch
+    G = empirical_ntk(rn.Sequential({"n": net, "o": rn.Dense(2, 1, rng=3)}), x)
+    P = per_sample_gradients(rn.Sequential({"n": net, "o": rn.Dense(2, 1, rng=3)}), x)
+    assert rel_error(G, P @ P.T) < 1e-12

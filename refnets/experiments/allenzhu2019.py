@@ -24,12 +24,11 @@ uses the same η with the gradient scaled by n/b (the trainer's rule), ``sgd_lr_
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from ..data.synthetic import controlled_separation, gaussian_classes, normalize_inputs, separation, \
     sphere_regression
+from ..kernels.threads import serial_numba
 from ..losses import HalfSquaredSum, SoftmaxCrossEntropy
 from ..models.allenzhu2019 import TRAINABLE, Linearised, conv_available, make_network
 from ..optim import GD
@@ -68,27 +67,6 @@ def _net(variant, d, m, L, d_out, seed, **kw):
     if variant == "cnn":
         kw.setdefault("input_shape", (2, d // 2))
     return make_network(variant, d, m, L, d_out=d_out, rng=seed, **kw)
-
-
-@contextlib.contextmanager
-def serial_numba():
-    """Run Numba kernels on one thread inside the block (restored afterwards).
-
-    The CNN variant's convolutions here are tiny (a few channels at a few positions); Numba's parallel
-    kernels then spend far more on thread hand-off than on arithmetic (measured: 12 ms against 0.2 ms per
-    call on a busy 2-core machine), so the experiments run them serially.
-    """
-    try:
-        import numba
-        old = numba.get_num_threads()
-    except (ImportError, RuntimeError):  # pragma: no cover
-        yield
-        return
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(old)
 
 
 def _figure(ncols, nrows=1, width=5.2, height=4.2):
@@ -290,7 +268,7 @@ GRADIENT = {
     True: dict(d=8, L=2, m0=512, n0=8, delta0=0.2, widths=[64, 128, 256, 512], deltas=[0.1, 0.2, 0.4, 0.8],
                ns=[4, 8, 16], steps=80, eps=1e-4, record=10, seeds=3),
     False: dict(d=16, L=2, m0=1024, n0=16, delta0=0.2, widths=[128, 256, 512, 1024, 2048],
-                deltas=[0.05, 0.1, 0.2, 0.4, 0.8], ns=[4, 8, 16, 32, 64, 128], steps=250, eps=1e-5, record=10,
+                deltas=[0.05, 0.1, 0.2, 0.4, 0.7], ns=[4, 8, 16, 32, 64, 128], steps=250, eps=1e-5, record=10,
                 seeds=3),
 }
 

@@ -223,7 +223,7 @@ def _run_sweep(ctx, jobs, xkey, title, stem, xlabel, caption, logx=True):
 
 # ----------------------------------------------------------------------------- Fig. 3a
 @experiment("brutzkus2021.fig3a", PAPER, "Fig. 3a: test error against training size on the pattern distribution D",
-            quick_seconds=8, full_seconds=95)
+            quick_seconds=8, full_seconds=20)
 def fig3a(ctx):
     cfg = config(ctx.quick)
     jobs = _jobs(cfg, "patterns", cfg["sizes"], "m", ctx, rho=0.0)
@@ -240,7 +240,7 @@ def fig3a(ctx):
 
 # ----------------------------------------------------------------------------- Fig. 3b
 @experiment("brutzkus2021.fig3b", PAPER, "Fig. 3b: test error against training size with pattern noise ||v|| <= 1",
-            quick_seconds=8, full_seconds=220)
+            quick_seconds=8, full_seconds=50)
 def fig3b(ctx):
     cfg = config(ctx.quick)
     jobs = _jobs(cfg, "patterns", cfg["sizes"], "m", ctx, rho=1.0)
@@ -266,7 +266,7 @@ def fig3b(ctx):
 
 # ----------------------------------------------------------------------------- Fig. 4
 @experiment("brutzkus2021.fig4", PAPER, "Fig. 4: test error against the number of patterns n (noise ||v|| <= 1)",
-            quick_seconds=9, full_seconds=500)
+            quick_seconds=9, full_seconds=150)
 def fig4(ctx):
     cfg = config(ctx.quick)
     jobs = _jobs(cfg, "patterns", cfg["fig4_n"], "n", ctx, rho=1.0, m=cfg["fig4_m"])
@@ -285,7 +285,7 @@ def fig4(ctx):
 
 # ----------------------------------------------------------------------------- Fig. 3c
 @experiment("brutzkus2021.fig3c", PAPER, "Fig. 3c: digit detection (3 vs 5 among spurious digits, 4 per input)",
-            quick_seconds=15, full_seconds=315)
+            quick_seconds=15, full_seconds=110)
 def fig3c(ctx):
     cfg = config(ctx.quick)
     try:

@@ -32,6 +32,7 @@ import functools
 
 import numpy as np
 
+from ..kernels.threads import serial_numba
 from ..models import du2019 as M
 from ..theory import du2019 as T
 from .common import experiment, finish, new_figure as _new_figure, plot_rate, reference_slope
@@ -51,7 +52,7 @@ NETS = {
 TRAIN = {
     True: dict(widths={"fc": [64, 256, 1024], "resnet": [64, 256, 1024], "conv": [16, 64, 256]},
                steps=3000, record=10, target=1e-6),
-    False: dict(widths={"fc": [64, 256, 1024, 4096], "resnet": [64, 256, 1024, 4096], "conv": [32, 128, 512]},
+    False: dict(widths={"fc": [64, 256, 1024, 4096], "resnet": [64, 256, 1024, 4096], "conv": [64, 256, 1024]},
                 steps=8000, record=10, target=1e-6),
 }
 #: E4: networks drawn per width for the linearised movement (its seed average is what falls like m^(−1/2)).
@@ -193,18 +194,12 @@ def _ticks(ax, xs):
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _serial_numba():
-    """The conv layers here are tiny; Numba's thread hand-off costs more than the arithmetic."""
-    from .allenzhu2019 import serial_numba
-    return serial_numba()
-
-
 # ---------------------------------------------------------------------------- E1
 @experiment("du2019.convergence", PAPER,
             "E1: random labels fitted to 1e-6 of the initial loss at a linear rate, beside (1 - eta*lambda/2)^k",
             quick_seconds=19, full_seconds=396)
 def convergence(ctx):
-    with _serial_numba():
+    with serial_numba():
         jobs, res = _train_jobs(ctx, owner=True)
     nets = NETS[ctx.quick]
     fig, axes = new_figure(3, 1, width=5.0, height=4.0)
@@ -258,7 +253,7 @@ def gram_width(ctx):
             for r in range(cfg["repeats"]):
                 c = {k: v for k, v in nets[kind].items()}
                 jobs.append(dict(kind=kind, m=m, seed=1000 * r + 7, **c))
-    with _serial_numba():
+    with serial_numba():
         res = ctx.map(gram_job, jobs)
     fig, ax = new_figure(1, 1, width=6.0, height=4.6)
     rows = []
@@ -339,7 +334,7 @@ def gram_depth(ctx):
 def stability(ctx):
     cfg, nets = TRAIN[ctx.quick], NETS[ctx.quick]
     R = MOVE_REPEATS[ctx.quick]
-    with _serial_numba():
+    with serial_numba():
         jobs, res = _train_jobs(ctx)
         lin = ctx.map(movement_job, [dict(kind=kind, m=m, seed=s, **nets[kind]) for kind in KINDS
                                      for m in cfg["widths"][kind] for s in range(R)])
@@ -397,7 +392,7 @@ def stability(ctx):
             "E5: lambda_min(G(k)) over training, one curve per width",
             quick_seconds=3, full_seconds=2)
 def lambda_min_over_training(ctx):
-    with _serial_numba():
+    with serial_numba():
         jobs, res = _train_jobs(ctx)
     nets = NETS[ctx.quick]
     fig, axes = new_figure(3, 1, width=5.0, height=4.0)

@@ -46,6 +46,7 @@ import time
 import numpy as np
 
 from ..data.avgpool_images import AvgPoolImages
+from ..kernels.threads import serial_numba
 from ..models import kohler2024 as KW
 from ..theory import kohler2024 as T
 from .common import experiment, finish, new_figure, plot_rate, reference_slope
@@ -93,7 +94,7 @@ def run_job(n, seed, d=8, K_n=16, t_n=20, c_n=1e-3, A=8.0, pool="avg", region="I
     else:
         h = KW.fc_width_for(fc_params, d)
         model = KW.FCNet(d, h=h, A=A, kappa=kappa, rng=rng)
-    with _serial_numba():
+    with serial_numba():
         lam = KW.output_step_size(model, x, c_n)
         tr = KW.fit(model, x, y, lam, t_n, c_n, precondition=precondition)
         eh = model.eta_hat(xt)
@@ -116,7 +117,7 @@ def run_plain_job(n, seed, d=8, K_n=16, t_plain=600, every=30, c_n=1e-3, A=8.0, 
         steps.append(int(t))
         l2s.append(T.l2_error(model.eta_hat(xt), eta_t))
 
-    with _serial_numba():
+    with serial_numba():
         model = KW.KohlerCNN(d, K_n=K_n, A=A, rng=np.random.default_rng([seed, 3]), **NET)
         pre = model.copy()
         lam = KW.output_step_size(model, x, c_n)
@@ -125,13 +126,6 @@ def run_plain_job(n, seed, d=8, K_n=16, t_plain=600, every=30, c_n=1e-3, A=8.0, 
         l2_pre = T.l2_error(pre.eta_hat(xt), eta_t)
     return dict(steps=steps, l2=l2s, F=[float(v) for v in tr["loss"][::every]], l2_pre=l2_pre,
                 F_pre=float(trp["loss"][-1]), lambda_n=lam)
-
-
-def _serial_numba():
-    """Every job runs its Numba kernels on one thread: the sweep runs jobs side by side (``--jobs 2`` on two
-    cores), and small problems lose more to thread hand-off than they gain (see allenzhu2019)."""
-    from .allenzhu2019 import serial_numba
-    return serial_numba()
 
 
 def _sweep(ctx, settings, base):
@@ -166,7 +160,7 @@ def _figure(ncols, width=5.2, height=4.2):
 
 # ------------------------------------------------------------------------------------------ 1: rate
 @experiment("kohler2024.rate", PAPER, "L2 error and excess risk of the GAP CNN against n, with Theorem 1's exponents",
-            quick_seconds=4, full_seconds=510)
+            quick_seconds=4, full_seconds=100)
 def rate(ctx):
     c = _cfg(ctx.quick)
     base = dict(d=c["d"], t_n=c["t_n"], c_n=c["c_n"], A=c["A"], n_test=c["n_test"], precondition=c["precondition"])
@@ -210,7 +204,7 @@ def rate(ctx):
 
 # ------------------------------------------------------------------------------------ 2: dimension
 @experiment("kohler2024.dimension", PAPER, "κ fixed, image size 8/16/32: GAP CNN against a fully connected net of similar size",
-            quick_seconds=8, full_seconds=260)
+            quick_seconds=8, full_seconds=65)
 def dimension(ctx):
     c = _cfg(ctx.quick)
     base = dict(n=c["n_fixed"], K_n=c["K_n"], t_n=c["t_n"], c_n=c["c_n"], A=c["A"], n_test=c["n_test"],
@@ -259,7 +253,7 @@ def dimension(ctx):
 
 # -------------------------------------------------------------------------------------- 3: pooling
 @experiment("kohler2024.pooling", PAPER, "global average pooling against max pooling and no pooling",
-            quick_seconds=4, full_seconds=35)
+            quick_seconds=4, full_seconds=12)
 def pooling(ctx):
     c = _cfg(ctx.quick)
     base = dict(n=c["n_fixed"], d=c["d"], K_n=c["K_n"], t_n=c["t_n"], c_n=c["c_n"], A=c["A"], n_test=c["n_test"],
@@ -289,7 +283,7 @@ def pooling(ctx):
 
 # ------------------------------------------------------------------------------------- 4: K_n, c_n
 @experiment("kohler2024.overparam", PAPER, "the effect of K_n (over-parametrization) and of the penalty c_n",
-            quick_seconds=3, full_seconds=550)
+            quick_seconds=3, full_seconds=170)
 def overparam(ctx):
     c = _cfg(ctx.quick)
     base = dict(n=c["n_fixed"], d=c["d"], t_n=c["t_n"], A=c["A"], n_test=c["n_test"], precondition=c["precondition"])
@@ -335,12 +329,12 @@ def overparam(ctx):
               ", ".join(f"c_n={cn:g}: {lc[cn][0]:.4f}" for cn in cs), lc[cs[-1]][0] > min(v[0] for v in lc.values()))
     first, last = l2p.mean(0)[0], l2p.mean(0)[-1]
     ctx.claim(f"the paper's plain GD is still improving after {c['t_plain']} steps, and the output-preconditioned "
-              f"step (10 steps) is at least as accurate (within 10%): why the experiments use it",
+              "step (10 steps) is at least as accurate (within 10%): why the experiments use it",
               f"plain GD test L2 {first:.4f} at step 0, {last:.4f} at step {c['t_plain']}; preconditioned "
               f"{pre.mean():.4f} (plain/preconditioned {last / pre.mean():.2f})",
               bool(last < first and pre.mean() <= 1.1 * last))
-    ctx.note(f"Plain GD on F_n with the largest stable step λ_n = 1/λ_max(H) (H the output-layer Hessian) "
-             f"learns the common mean of the pooled features in a few steps and the rest slowly: ΦᵀΦ/n has "
-             f"eigenvalues down to ~1e-7, so the slow directions converge at rate ~2c_n λ_n per step. This is why the "
-             f"experiments use precondition='output' (R): the same F_n and the same inner-weight GD, but the "
-             f"output weights take the exact step H⁻¹∇ of their convex quadratic problem.")
+    ctx.note("Plain GD on F_n with the largest stable step λ_n = 1/λ_max(H) (H the output-layer Hessian) "
+             "learns the common mean of the pooled features in a few steps and the rest slowly: ΦᵀΦ/n has "
+             "eigenvalues down to ~1e-7, so the slow directions converge at rate ~2c_n λ_n per step. This is why the "
+             "experiments use precondition='output' (R): the same F_n and the same inner-weight GD, but the "
+             "output weights take the exact step H⁻¹∇ of their convex quadratic problem.")

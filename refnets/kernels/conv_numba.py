@@ -45,10 +45,10 @@ import os
 from contextlib import contextmanager
 
 import numpy as np
-import numba
 from numba import njit, prange
 
 from .conv_reference import conv_output_size
+from .threads import serial_numba
 
 # Bytes of one chunk's cols buffer in the "gemm" strategy: big enough for efficient GEMMs, small
 # enough to stay in cache next to the other slot's.
@@ -126,20 +126,13 @@ def _one_blas_thread():
 
 @contextmanager
 def _serial_if_tiny(macs):
-    """One Numba thread for calls of fewer than SERIAL_MAX_MACS multiply-adds.
-
-    The same compiled kernels run, and their results depend on the slots only, never on the
-    number of threads, so the serial path gives bit-identical results.
-    """
-    n = numba.get_num_threads()
-    if macs >= SERIAL_MAX_MACS or n == 1:
+    """One Numba thread (:func:`refnets.kernels.threads.serial_numba`) for calls of fewer than
+    SERIAL_MAX_MACS multiply-adds; the same compiled kernels run, with bit-identical results."""
+    if macs >= SERIAL_MAX_MACS:
         yield
         return
-    numba.set_num_threads(1)
-    try:
+    with serial_numba():
         yield
-    finally:
-        numba.set_num_threads(n)
 
 
 @njit(cache=True, inline="always")

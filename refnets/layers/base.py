@@ -24,6 +24,7 @@ Conventions
 from __future__ import annotations
 
 import fnmatch
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -39,6 +40,37 @@ def as_rng(rng) -> np.random.Generator:
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
     raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+_PARAM_GRADS = [True]
+
+
+@contextmanager
+def sensitivities_only():
+    """Inside the block, backward computes dx (the sensitivities ∂u/∂(layer input)) but no parameter
+    gradients: weight layers leave ``grads`` empty.
+
+    What :func:`refnets.ntk.empirical_ntk` needs: each layer's Gram share is built from its cache and
+    the dout it received, so the gradients (as large as θ, the dominant memory of a wide network)
+    are never formed, and a convolution skips its dW pass.
+    """
+    _PARAM_GRADS.append(False)
+    try:
+        yield
+    finally:
+        _PARAM_GRADS.pop()
+
+
+def param_grads_enabled() -> bool:
+    """False inside :func:`sensitivities_only`."""
+    return _PARAM_GRADS[-1]
+
+
+def weight_grads(dW, db) -> dict:
+    """A weight layer's gradients under its parameter names: {"W": dW}, plus "b": db when it has a bias."""
+    if dW is None:                          # inside sensitivities_only()
+        return {}
+    return {"W": dW} if db is None else {"W": dW, "b": db}
 
 
 class Layer:

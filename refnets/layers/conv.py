@@ -30,7 +30,7 @@ from .. import init as _init
 from .._validate import check_axis, pair, positive_int
 from ..kernels import (conv2d_backward_kernel, conv2d_forward_kernel, conv_numba, conv_output_size,
                        im2col_kernel)
-from .base import Layer, as_rng
+from .base import Layer, as_rng, param_grads_enabled, weight_grads
 
 PADDING_MODES = ("same", "valid", "bottom_right")
 
@@ -123,13 +123,14 @@ def conv2d_forward(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, scal
     return out, (x, W, b, scale, s, p, d, g)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, need_params=True):
     """Gradients of ⟨dout, out⟩.
 
     Parameters
     ----------
     dout : (N, C_out, H_out, W_out)
     cache : from :func:`conv2d_forward`.
+    need_params : False skips dW and db (returned as None).
 
     Returns
     -------
@@ -139,6 +140,8 @@ def conv2d_backward(dout, cache):
     """
     x, W, b, scale, s, p, d, g = cache
     Ws = W if scale == 1.0 else W * np.asarray(scale, dtype=W.dtype)
+    if not need_params:
+        return conv2d_backward_kernel(dout, x, Ws, s, p, d, g, need_dw=False)[0], None, None
     dx, dW, db = conv2d_backward_kernel(dout, x, Ws, s, p, d, g)
     if scale != 1.0:
         dW *= np.asarray(scale, dtype=dW.dtype)
@@ -277,10 +280,11 @@ def conv1d_forward(x, W, b=None, stride=1, padding=0, dilation=1, groups=1, scal
     return out[:, :, 0, :], cache
 
 
-def conv1d_backward(dout, cache):
-    """dout (N, C_out, L_out) -> dx (N, C_in, L), dW (C_out, C_in/G, k), db (C_out,) or None."""
-    dx, dW, db = conv2d_backward(dout[:, :, None, :], cache)
-    return dx[:, :, 0, :], dW[:, :, 0, :], db
+def conv1d_backward(dout, cache, need_params=True):
+    """dout (N, C_out, L_out) -> dx (N, C_in, L), dW (C_out, C_in/G, k), db (C_out,) or None
+    (need_params=False: dx only, dW and db None)."""
+    dx, dW, db = conv2d_backward(dout[:, :, None, :], cache, need_params)
+    return dx[:, :, 0, :], (None if dW is None else dW[:, :, 0, :]), db
 
 
 def conv1d_gram(dout, cache, method=None):
@@ -403,11 +407,8 @@ class Conv2d(Layer):
                               self.dilation, self.groups, self.scale)
 
     def _backward(self, dout, cache):
-        dx, dW, db = conv2d_backward(dout, cache)
-        grads = {"W": dW}
-        if db is not None:
-            grads["b"] = db
-        return dx, grads
+        dx, dW, db = conv2d_backward(dout, cache, param_grads_enabled())
+        return dx, weight_grads(dW, db)
 
     def _gram(self, dout, cache):
         return conv2d_gram(dout, cache)
@@ -474,11 +475,8 @@ class Conv1d(Conv2d):
         return out[:, :, 0, :], cache
 
     def _backward(self, dout, cache):
-        dx, dW, db = conv1d_backward(dout, cache)
-        grads = {"W": dW}
-        if db is not None:
-            grads["b"] = db
-        return dx, grads
+        dx, dW, db = conv1d_backward(dout, cache, param_grads_enabled())
+        return dx, weight_grads(dW, db)
 
     def _gram(self, dout, cache):
         return conv1d_gram(dout, cache)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import init as _init
 from .._validate import check_axis, positive_int
-from .base import Layer, as_rng
+from .base import Layer, as_rng, param_grads_enabled, weight_grads
 
 
 def dense_forward(x, W, b=None, scale=1.0):
@@ -36,13 +36,14 @@ def dense_forward(x, W, b=None, scale=1.0):
     return out, (x, W, b, scale)
 
 
-def dense_backward(dout, cache):
+def dense_backward(dout, cache, need_params=True):
     """Gradients of ⟨dout, out⟩.
 
     Parameters
     ----------
     dout : (N, M)
     cache : from :func:`dense_forward`.
+    need_params : False skips dW and db (returned as None).
 
     Returns
     -------
@@ -52,6 +53,8 @@ def dense_backward(dout, cache):
     """
     x, W, b, scale = cache
     dx = scale * (dout @ W)
+    if not need_params:
+        return dx, None, None
     dW = scale * (dout.T @ x)
     db = dout.sum(axis=0) if b is not None else None
     return dx, dW, db
@@ -132,11 +135,8 @@ class Dense(Layer):
         return dense_forward(x, self.params["W"], self.params.get("b"), self.scale)
 
     def _backward(self, dout, cache):
-        dx, dW, db = dense_backward(dout, cache)
-        grads = {"W": dW}
-        if db is not None:
-            grads["b"] = db
-        return dx, grads
+        dx, dW, db = dense_backward(dout, cache, param_grads_enabled())
+        return dx, weight_grads(dW, db)
 
     def _gram(self, dout, cache):
         return dense_gram(dout, cache)

@@ -89,7 +89,7 @@ class AllenZhuNet(Layer):
         check_dout(self.name, dout, self._out_shape, self._out_dtype)
         dx = self.net.backward(dout)
         inner = self.net.gradients()
-        self.grads = {k: inner[v] for k, v in self._aliases.items()}
+        self.grads = {k: inner[v] for k, v in self._aliases.items() if v in inner}   # none in sensitivities_only()
         self._dout = dout
         return dx
 
@@ -129,6 +129,27 @@ class AllenZhuNet(Layer):
         return copy.deepcopy(self)
 
 
+def _relu_stack(d, m, L, d_out, a_std, w_std, b_std, rng, dtype, hidden):
+    """The layers A, φ, (W_ℓ, φ) for ℓ = 1..L, B of an FC or residual network, with the paper's inits.
+
+    ``hidden(ℓ, W)`` wraps the dense W_ℓ (m, m) into the ℓ-th hidden layer and returns it with the
+    path of its weight (FC: W itself; ResNet: a residual block around it). Returns (layers dict,
+    flat-name → path aliases, the ReLUs after W_1..W_L)."""
+    rng = as_rng(rng)
+    a_init = _init.normal(_std(a_std, 2.0 / m))
+    w_init = _init.normal(_std(w_std, 2.0 / m))
+    b_init = _init.normal(_std(b_std, 1.0 / d_out))
+    layers = {"A": Dense(d, m, init=a_init, rng=rng, dtype=dtype, name="A"), "phi0": ReLU()}
+    relus, aliases = [], {"A": "A.W"}
+    for l in range(1, L + 1):
+        layers[f"W{l}"], aliases[f"W{l}"] = hidden(l, Dense(m, m, init=w_init, rng=rng, dtype=dtype, name=f"W{l}"))
+        layers[f"phi{l}"] = relu = ReLU()
+        relus.append(relu)
+    layers["B"] = Dense(m, d_out, init=b_init, rng=rng, dtype=dtype, name="B")
+    aliases["B"] = "B.W"
+    return layers, aliases, relus
+
+
 class FCNet(AllenZhuNet):
     """Fully connected ReLU network of Allen-Zhu et al. 2019, Sec. 2: ŷ = B φ(W_L ⋯ φ(W_1 φ(A x))).
 
@@ -149,19 +170,9 @@ class FCNet(AllenZhuNet):
                  dtype=np.float64, name=None):
         d, m, L, d_out = (positive_int("FCNet", k, v) for k, v in
                           (("d", d), ("m", m), ("L", L), ("d_out", d_out)))
-        rng = as_rng(rng)
-        a_init = _init.normal(_std(a_std, 2.0 / m))
-        w_init = _init.normal(_std(w_std, 2.0 / m))
-        b_init = _init.normal(_std(b_std, 1.0 / d_out))
-        layers = {"A": Dense(d, m, init=a_init, rng=rng, dtype=dtype, name="A"), "phi0": ReLU()}
-        relus, aliases = [], {"A": "A.W"}
-        for l in range(1, L + 1):
-            layers[f"W{l}"] = Dense(m, m, init=w_init, rng=rng, dtype=dtype, name=f"W{l}")
-            layers[f"phi{l}"] = relu = ReLU()
-            relus.append(relu)
-            aliases[f"W{l}"] = f"W{l}.W"
-        layers["B"] = Dense(m, d_out, init=b_init, rng=rng, dtype=dtype, name="B")
-        aliases["B"] = "B.W"
+        layers, aliases, relus = _relu_stack(
+            d, m, L, d_out, a_std, w_std, b_std, rng, dtype,
+            lambda l, W: (W, f"W{l}.W"))
         super().__init__(d, m, L, d_out, Sequential(layers), aliases, relus, dtype, name or "FCNet")
 
     def extra_repr(self):
@@ -185,20 +196,9 @@ class ResNet(AllenZhuNet):
         self.tau = 1.0 / np.sqrt(L) if tau is None else float(tau)
         if not (np.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"ResNet: tau must be a positive number, got {tau}")
-        rng = as_rng(rng)
-        a_init = _init.normal(_std(a_std, 2.0 / m))
-        w_init = _init.normal(_std(w_std, 2.0 / m))
-        b_init = _init.normal(_std(b_std, 1.0 / d_out))
-        layers = {"A": Dense(d, m, init=a_init, rng=rng, dtype=dtype, name="A"), "phi0": ReLU()}
-        relus, aliases = [], {"A": "A.W"}
-        for l in range(1, L + 1):
-            branch = Dense(m, m, init=w_init, rng=rng, dtype=dtype, name=f"W{l}")
-            layers[f"W{l}"] = Residual(branch, scale=self.tau, name=f"res{l}")
-            layers[f"phi{l}"] = relu = ReLU()
-            relus.append(relu)
-            aliases[f"W{l}"] = f"W{l}.branch.W"
-        layers["B"] = Dense(m, d_out, init=b_init, rng=rng, dtype=dtype, name="B")
-        aliases["B"] = "B.W"
+        layers, aliases, relus = _relu_stack(
+            d, m, L, d_out, a_std, w_std, b_std, rng, dtype,
+            lambda l, W: (Residual(W, scale=self.tau, name=f"res{l}"), f"W{l}.branch.W"))
         super().__init__(d, m, L, d_out, Sequential(layers), aliases, relus, dtype, name or "ResNet")
 
     def extra_repr(self):
