@@ -88,3 +88,15 @@ def test_same_seed_same_bits():
     b = S.sphere_regression(5, 4, rng=7)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_gradient_ratio_experiment_can_build_every_data_set_it_asks_for(quick):
+    """Full mode once asked for 16 points in d = 16 at δ = 0.8, which cannot be placed: caught here,
+    without running the (minutes-long) experiment."""
+    from refnets.experiments.allenzhu2019 import GRADIENT
+    from refnets.data.synthetic import controlled_separation
+    cfg = GRADIENT[quick]
+    for n, delta in [(cfg["n0"], dl) for dl in cfg["deltas"]] + [(n, cfg["delta0"]) for n in cfg["ns"]]:
+        x, _, dl = controlled_separation(n, cfg["d"], delta, rng=0)
+        assert x.shape == (n, cfg["d"]) and abs(dl - delta) < 1e-9

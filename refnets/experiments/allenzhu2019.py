@@ -125,7 +125,7 @@ CONVERGENCE = {
 
 @experiment("allenzhu2019.convergence", PAPER,
             "GD and SGD converge linearly for every width and for the FC, ResNet and CNN variants",
-            quick_seconds=10, full_seconds=300)
+            quick_seconds=10, full_seconds=320)
 def convergence(ctx):
     cfg = CONVERGENCE[ctx.quick]
     n, d, L, eps = cfg["n"], cfg["d"], cfg["L"], cfg["eps"]
@@ -217,7 +217,7 @@ RADIUS = {
 
 @experiment("allenzhu2019.radius", PAPER,
             "the trajectory stays in a ball whose relative radius, and the fraction of flipped ReLU signs, shrink with m",
-            quick_seconds=8, full_seconds=420)
+            quick_seconds=8, full_seconds=100)
 def radius(ctx):
     cfg = RADIUS[ctx.quick]
     n, d, L, eps = cfg["n"], cfg["d"], cfg["L"], cfg["eps"]
@@ -275,7 +275,7 @@ GRADIENT = {
 
 @experiment("allenzhu2019.gradient_ratio", PAPER,
             "‖∇F‖²/F against the lower-bound scale δm/(dn²) of Theorem 3, varying m, δ and n",
-            quick_seconds=6, full_seconds=360)
+            quick_seconds=6, full_seconds=350)
 def gradient_ratio(ctx):
     cfg = GRADIENT[ctx.quick]
     d, L = cfg["d"], cfg["L"]
@@ -371,7 +371,7 @@ NTK_GAP = {
 
 @experiment("allenzhu2019.ntk_gap", PAPER,
             "the network and its linearisation f(W⁰)+J(W⁰)(W−W⁰), trained by the same GD/SGD, stay close; gap vs m",
-            quick_seconds=10, full_seconds=480)
+            quick_seconds=10, full_seconds=330)
 def ntk_gap(ctx):
     cfg = NTK_GAP[ctx.quick]
     n, d, L = cfg["n"], cfg["d"], cfg["L"]
@@ -441,7 +441,7 @@ ITERATIONS = {
 
 @experiment("allenzhu2019.iterations", PAPER,
             "iterations of GD to reach F ≤ ε against n (at fixed δ) and against the depth L",
-            quick_seconds=10, full_seconds=300)
+            quick_seconds=10, full_seconds=140)
 def iterations(ctx):
     cfg = ITERATIONS[ctx.quick]
     d, m, eps, delta = cfg["d"], cfg["m"], cfg["eps"], cfg["delta"]
@@ -501,7 +501,7 @@ CLASSIFICATION = {
 
 @experiment("allenzhu2019.classification", PAPER,
             "softmax cross-entropy reaches 100% training accuracy (random labels, and the 8x8 digits)",
-            quick_seconds=8, full_seconds=300)
+            quick_seconds=8, full_seconds=430)
 def classification(ctx):
     cfg = CLASSIFICATION[ctx.quick]
     loss = SoftmaxCrossEntropy(reduction="sum")
@@ -562,7 +562,7 @@ SEMISMOOTH = {
 
 @experiment("allenzhu2019.semismooth", PAPER,
             "semi-smoothness: the remainder F(W+W′)−F(W)−⟨∇F,W′⟩ against ‖W′‖₂ around trajectory points",
-            quick_seconds=5, full_seconds=240)
+            quick_seconds=5, full_seconds=170)
 def semismooth(ctx):
     cfg = SEMISMOOTH[ctx.quick]
     n, d, L, m = cfg["n"], cfg["d"], cfg["L"], cfg["m"]
