@@ -9,8 +9,8 @@ how the array is split over threads (deterministic).
   on the benchmark machine, against 0.6 ns for NumPy's SIMD ``exp``), so :func:`_logistic_ufuncs`
   runs the plain form 1/(1 + e^{−z}) with NumPy's ufuncs, in cache-sized blocks, one slice of the
   array per Numba thread: 1.1 ns per element on 2 threads against 2.1 for a Numba ``prange`` loop
-  (medians on a (16, 1024, 16, 16) block of the Kohler CNN, where σ was a third of the forward). The plain form is stable for every z: e^{−z} = inf for
-  z < −709 gives the exact limit 0, with no NaN.
+  (medians on a (16, 1024, 16, 16) block of the Kohler CNN, where σ was a third of the forward).
+  The plain form is stable for every z: e^{−z} = inf for z < −709 gives the exact limit 0, no NaN.
 
 The dispatchers :func:`logistic_inplace` and :func:`times_dlogistic_inplace` fall back to the
 references for non-contiguous arrays (and the latter when Numba is missing).
@@ -40,7 +40,7 @@ if _nb is not None:
 
 _BLOCK = 1 << 14            # elements per ufunc call: the four passes stay in L2
 _MIN_THREADED = 1 << 18     # below this, thread hand-off costs more than it saves
-_POOL: list = []
+_POOL: dict = {}            # workers -> ThreadPoolExecutor, created on first use
 _POOL_LOCK = threading.Lock()
 
 
@@ -57,9 +57,9 @@ def _logistic_ufuncs(z: np.ndarray) -> None:
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     with _POOL_LOCK:
-        if not _POOL or _POOL[0]._max_workers < workers:
-            _POOL[:] = [ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refnets-logistic")]
-        return _POOL[0]
+        if workers not in _POOL:
+            _POOL[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refnets-logistic")
+        return _POOL[workers]
 
 
 def logistic_inplace(z: np.ndarray) -> np.ndarray:
