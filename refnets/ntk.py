@@ -5,8 +5,9 @@ G_ij = ⟨∂u_i/∂θ, ∂u_j/∂θ⟩ = Σ_h G⁽ʰ⁾_ij (Du et al. 2019, Sec
 One forward and one backward with ``dout = 1`` per sample give every sample's sensitivities
 ∂u_i/∂(layer output) at once (samples never interact; the backward runs in
 :func:`refnets.layers.base.sensitivities_only`, so no parameter gradient is formed), and each
-layer turns its cached input and those sensitivities into its exact share (dense: (ΔΔᵀ) ⊙ (XXᵀ); convolution: the trace
-form). No per-sample Jacobian of the whole network is ever formed.
+layer turns its cached input and those sensitivities into its exact share (dense:
+(ΔΔᵀ) ⊙ (XXᵀ); convolution: the trace form). No per-sample Jacobian of the whole network is ever
+formed.
 """
 from __future__ import annotations
 

@@ -242,3 +242,20 @@ def test_sensitivities_only_gives_the_same_dx_without_parameter_gradients(rng):
     G = empirical_ntk(rn.Sequential({"n": net, "o": rn.Dense(2, 1, rng=3)}), x)
     P = per_sample_gradients(rn.Sequential({"n": net, "o": rn.Dense(2, 1, rng=3)}), x)
     assert rel_error(G, P @ P.T) < 1e-12
+
+
+@pytest.mark.parametrize("which", ["convpool", "allenzhu_fc"])
+def test_empirical_ntk_of_models_that_rename_gradients(which):
+    """Models that alias their sub-layers' gradients must work inside sensitivities_only (empirical_ntk)."""
+    if which == "convpool":
+        from refnets.models.brutzkus2021 import ConvPool
+        model, x = ConvPool(d=3, k=4, rng=1), np.random.default_rng(2).standard_normal((5, 4 * 3))
+    else:
+        from refnets.models.allenzhu2019 import FCNet
+        model, x = FCNet(d=4, m=8, L=2, rng=1), np.random.default_rng(2).standard_normal((5, 4))
+    G = empirical_ntk(model, x)
+    P = per_sample_gradients(model, x)
+    assert rel_error(G, P @ P.T) < 1e-12
+    model.forward(x)
+    model.backward(np.ones(model.forward(x).shape))
+    assert model.gradients()                                # outside the switch, gradients are back

@@ -48,7 +48,9 @@ _PARAM_GRADS = [True]
 @contextmanager
 def sensitivities_only():
     """Inside the block, backward computes dx (the sensitivities ∂u/∂(layer input)) but no parameter
-    gradients: weight layers leave ``grads`` empty.
+    gradients: Dense, Conv2d and Conv1d skip dW and db and leave ``grads`` empty, and the models
+    that rename their sub-layers' gradients (Allen-Zhu's networks, ConvPool) leave theirs empty too.
+    Models with a hand-written whole-model backward (the Kohler CNN) still compute them.
 
     What :func:`refnets.ntk.empirical_ntk` needs: each layer's Gram share is built from its cache and
     the dout it received, so the gradients (as large as θ, the dominant memory of a wide network)

@@ -33,7 +33,7 @@ import numpy as np
 from .. import init as _init
 from .._validate import check_axis, check_input, positive_int
 from ..layers.activations import ReLU
-from ..layers.base import Layer, as_rng
+from ..layers.base import Layer, as_rng, param_grads_enabled
 from ..layers.containers import Flatten, Reshape, Residual, Sequential
 from ..layers.dense import Dense
 
@@ -89,7 +89,8 @@ class AllenZhuNet(Layer):
         check_dout(self.name, dout, self._out_shape, self._out_dtype)
         dx = self.net.backward(dout)
         inner = self.net.gradients()
-        self.grads = {k: inner[v] for k, v in self._aliases.items() if v in inner}   # none in sensitivities_only()
+        self.grads = ({k: inner[v] for k, v in self._aliases.items()}
+                      if param_grads_enabled() else {})              # none inside sensitivities_only()
         self._dout = dout
         return dx
 

@@ -30,7 +30,7 @@ import numpy as np
 from .. import init as _init
 from .._validate import check_dout, check_input, positive_int
 from ..layers.activations import LeakyReLU, ReLU
-from ..layers.base import Layer, as_rng
+from ..layers.base import Layer, as_rng, param_grads_enabled
 from ..layers.containers import Sequential
 from ..layers.conv import Conv1d
 from ..layers.dense import Dense
@@ -91,7 +91,8 @@ class ConvPool(Layer):
         self._need_forward()
         check_dout(self.name, dout, self._out_shape, self._out_dtype)
         dx = self.net.backward(dout)[:, 0, :]
-        self.grads = {"W": self.conv.grads["W"].reshape(self.k, self.d), "a": self.out.grads["W"].reshape(self.k)}
+        self.grads = ({"W": self.conv.grads["W"].reshape(self.k, self.d), "a": self.out.grads["W"].reshape(self.k)}
+                      if param_grads_enabled() else {})              # none inside sensitivities_only()
         self._dout = dout
         return dx
 
