@@ -3,8 +3,7 @@
     python benchmarks/ntk.py [--quick] [--json FILE]
 
 Networks (performance issue #7): Du et al. 2019's ResNet (n = 256, m = 1024, H = 6) and their
-convolutional ResNet (n = 64, p = 64, m = 256, H = 3), taken from :mod:`refnets.models.du2019`
-(a stand-in built from refnets layers is used while that module does not exist).
+convolutional ResNet (n = 64, p = 64, m = 256, H = 3), from :mod:`refnets.models.du2019`.
 
 * refnets: :func:`refnets.ntk.empirical_ntk` — one forward, one backward with dout = 1, then each
   layer's ``gram()`` ((ΔΔᵀ) ⊙ (XXᵀ) for dense layers; for convolutions the per-sample form
@@ -33,87 +32,18 @@ from _timing import cli, median_time, set_threads  # noqa: E402
 # --------------------------------------------------------------------------- the networks
 def du_resnet(n=256, m=1024, H=6, d=64, seed=0):
     """(model, x): Du et al.'s ResNet (Eq. 2) and n unit-norm inputs."""
-    try:
-        from refnets.models import du2019
-        model = _construct(du2019, ("ResNet", "DuResNet", "resnet"), dict(d=d, m=m, H=H, rng=seed))
-    except ImportError:
-        model = None
-    if model is None:
-        model = _fallback_resnet(d, m, H, seed)
+    from refnets.models.du2019 import ResNet
     x = np.random.default_rng(seed + 1).standard_normal((n, d))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return model, x
+    return ResNet(d=d, m=m, H=H, rng=seed), x
 
 
 def du_conv_resnet(n=64, p=64, m=256, H=3, d=4, seed=0):
     """(model, x): Du et al.'s convolutional ResNet (Eq. 3) and n inputs (d channels, p positions, ‖x‖_F = 1)."""
-    try:
-        from refnets.models import du2019
-        model = _construct(du2019, ("ConvResNet", "DuConvResNet", "conv_resnet"), dict(d=d, p=p, m=m, H=H, rng=seed))
-    except ImportError:
-        model = None
-    if model is None:
-        model = _fallback_conv_resnet(d, p, m, H, seed)
+    from refnets.models.du2019 import ConvResNet
     x = np.random.default_rng(seed + 1).standard_normal((n, d, p))
     x /= np.linalg.norm(x.reshape(n, -1), axis=1)[:, None, None]
-    return model, x
-
-
-def _construct(module, names, kwargs):
-    """Call the first constructor of ``names`` that exists with the keyword arguments it accepts."""
-    import inspect
-    for name in names:
-        fn = getattr(module, name, None)
-        if fn is None:
-            continue
-        sig = inspect.signature(fn)
-        accepted = {k: v for k, v in kwargs.items() if k in sig.parameters}
-        aliases = {"d": ("in_features", "in_channels", "d0", "input_dim"), "m": ("width",), "H": ("depth",),
-                   "p": ("positions", "length")}
-        for k, alts in aliases.items():
-            if k in kwargs and k not in accepted:
-                for a in alts:
-                    if a in sig.parameters:
-                        accepted[a] = kwargs[k]
-                        break
-        try:
-            return fn(**accepted)
-        except TypeError:
-            continue
-    return None
-
-
-def _c_sigma_softplus():
-    z, w = np.polynomial.hermite_e.hermegauss(80)
-    from refnets.layers.activations import softplus
-    return 1.0 / float(np.sum(w * softplus(z) ** 2) / np.sqrt(2 * np.pi))
-
-
-def _fallback_resnet(d, m, H, seed, c_res=0.1):
-    from refnets import init
-    from refnets.layers import Dense, Residual, Sequential, Softplus
-    rng = np.random.default_rng(seed)
-    cs = _c_sigma_softplus()
-    layers = [Dense(d, m, scale=np.sqrt(cs / m), init=init.normal(), rng=rng), Softplus()]
-    for _ in range(H - 1):
-        layers.append(Residual(Sequential(Dense(m, m, init=init.normal(), rng=rng), Softplus()),
-                               scale=c_res / (H * np.sqrt(m))))
-    layers.append(Dense(m, 1, init=init.normal(), rng=rng))
-    return Sequential(*layers)
-
-
-def _fallback_conv_resnet(d, p, m, H, seed, q=3, c_res=0.1):
-    from refnets import init
-    from refnets.layers import Conv1d, Dense, Flatten, Residual, Sequential, Softplus
-    rng = np.random.default_rng(seed)
-    cs = _c_sigma_softplus()
-    layers = [Conv1d(d, m, q, padding="same", bias=False, scale=np.sqrt(cs / m), init=init.normal(), rng=rng),
-              Softplus()]
-    for _ in range(H - 1):
-        layers.append(Residual(Sequential(Conv1d(m, m, q, padding="same", bias=False, init=init.normal(), rng=rng),
-                                          Softplus()), scale=c_res / (H * np.sqrt(m))))
-    layers += [Flatten(), Dense(m * p, 1, init=init.normal(), rng=rng)]
-    return Sequential(*layers)
+    return ConvResNet(d=d, p=p, m=m, H=H, rng=seed), x
 
 
 # ------------------------------------------------------------------- the PyTorch twin

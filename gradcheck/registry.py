@@ -317,6 +317,8 @@ _CONV2D = {
     "Conv2d[depthwise]": (3, 3, 3, (1, 3, 5, 4), dict(groups=3)),
     "Conv2d[nobias,scale0.5]": (2, 3, 3, (2, 2, 5, 5), dict(bias=False, scale=0.5)),
     "Conv2d[1x1]": (3, 2, 1, (2, 3, 3, 2), {}),
+    # 3×3, stride 1, enough channels: the Winograd F(2×2, 3×3) kernels (odd output, asymmetric padding)
+    "Conv2d[winograd]": (16, 16, 3, (1, 16, 4, 3), dict(padding=(1, 0, 2, 1))),
 }
 _CONV1D = {
     "Conv1d": (2, 3, 3, (2, 2, 8), {}),

@@ -20,13 +20,20 @@ each finished result saved atomically, a rerun skipping what already finished.
   jobs instead of running them again; an unreadable file (damaged outside refnets) is recomputed.
   Files are written by this process, never by the workers, so a Dask cluster needs no shared disk.
   ``fresh=True`` ignores (and overwrites) what is saved, e.g. after changing ``fn``.
+* An interrupted parallel sweep (SIGTERM, Ctrl-C, an error) stops its local worker processes before the
+  exception leaves ``run_sweep``: no orphan keeps computing. What had finished is already saved. See
+  :func:`run_sweep` for the details, including SIGKILL.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 FORMAT = 1
@@ -140,6 +147,29 @@ def run_sweep(fn, jobs, folder=None, n_jobs: int = 1, dask: str | None = None, f
     Returns
     -------
     list : the results, after a JSON round trip (identical however the jobs ran).
+
+    Notes
+    -----
+    Interruption: each result is saved the moment its job finishes, so an interrupted sweep loses only
+    the jobs that were running, and a rerun with the same ``folder`` resumes. With ``n_jobs > 1`` or
+    ``dask``:
+
+    * Any exception while the jobs run -- ``KeyboardInterrupt`` (Ctrl-C, SIGINT), a failing job, a
+      failed write, an exception from ``progress`` -- first stops the sweep: joblib cancels the pending
+      jobs, and the local (loky) worker processes are killed and waited for; then the exception
+      propagates. (A Dask cluster's workers are not ours: only the sweep's tasks are cancelled.)
+    * SIGTERM (``kill PID``, ``pkill -f "refnets run"``): if SIGTERM has its default disposition and
+      ``run_sweep`` runs in the main thread, a handler installed for the duration of the parallel part
+      raises ``SystemExit(143)`` (128 + SIGTERM, the status a shell reports for a process killed by
+      SIGTERM) in the main thread. The workers are killed as above, ``finally`` blocks and ``atexit``
+      handlers run, and the process exits with status 143 unless a caller catches ``SystemExit``.
+      Further SIGTERMs are ignored during that cleanup (normally well under a second). The previous
+      handler is restored when ``run_sweep`` returns or raises. A SIGTERM handler of the program's own,
+      or SIG_IGN, is left alone; if that handler raises, the workers are killed the same way.
+    * SIGKILL cannot be caught, and the loky in joblib 1.6 (loky 3.6) has no parent-death check: each
+      worker finishes the job it is running (however long it takes), then sits idle until loky's idle
+      timeout (300 s) ends it: workers with 5 s jobs were gone about 5.5 minutes after the parent. To kill hard,
+      kill the whole process group (``kill -KILL -- -PGID``), which reaches the workers too.
     """
     jobs = _check_jobs(fn, jobs)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
@@ -176,9 +206,63 @@ def run_sweep(fn, jobs, folder=None, n_jobs: int = 1, dask: str | None = None, f
         for i in todo:
             finish(*_call(fn, i, jobs[i]))
         return results
-    for i, text in _parallel(fn, jobs, todo, n_jobs, dask):
-        finish(i, text)
+    with _sigterm_raises_system_exit():
+        outputs = _parallel(fn, jobs, todo, n_jobs, dask)
+        try:
+            for i, text in outputs:
+                finish(i, text)
+        except BaseException:
+            _stop_workers(outputs, local=dask is None)
+            raise
     return results
+
+
+class _Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM during a parallel sweep; exits with status 128 + SIGTERM."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises_system_exit():
+    """While the block runs, SIGTERM raises ``_Terminated`` (a ``SystemExit``) in the main thread, so that
+    the workers are killed on the way out; further SIGTERMs are then ignored until the block exits. Only
+    installed from the main thread and over the default disposition; the previous handler is restored."""
+    sigterm = getattr(signal, "SIGTERM", None)
+    if (sigterm is None or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(sigterm) is not signal.SIG_DFL):
+        yield
+        return
+    raised = []
+
+    def handler(signum, frame):
+        if not raised:  # once: a second SIGTERM must not interrupt the cleanup of the first
+            raised.append(signum)
+            raise _Terminated(128 + signum)
+
+    previous = signal.signal(sigterm, handler)
+    try:
+        yield
+    finally:
+        signal.signal(sigterm, previous)
+
+
+def _stop_workers(outputs, local: bool) -> None:
+    """After an exception during a parallel sweep: stop the remaining jobs and kill the local workers."""
+    # Closing the generator throws GeneratorExit into joblib's, which aborts: for loky it shuts the executor
+    # down with kill_workers=True and waits. A no-op if the exception came out of joblib (it has aborted).
+    # joblib then warns that tasks were cancelled; the exception on its way out is what matters.
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")
+        outputs.close()
+    if local:
+        # In case the exception hit joblib's own abort half-way: kill what is left of loky's reusable
+        # executor (the one joblib's loky backend runs on). A no-op when it is already shut down.
+        try:
+            from joblib.externals.loky import reusable_executor
+        except ImportError:  # pragma: no cover - depends on the joblib version
+            return
+        executor = getattr(reusable_executor, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)
 
 
 def _parallel(fn, jobs, todo, n_jobs, dask):

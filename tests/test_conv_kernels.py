@@ -106,14 +106,17 @@ def test_numba_equals_reference_float32(strategy):
             assert rel(g, r) < 2e-6, (strategy, what, xs, ws, geo, rel(g, r))
 
 
-def test_gemm_with_many_chunks(monkeypatch):
-    """Tiny chunks: the sample chunks' weight gradients are reduced in order, dx assembled per chunk."""
+@pytest.mark.parametrize("partial_bytes", [None, 1])
+def test_gemm_with_more_samples_than_slots(monkeypatch, partial_bytes):
+    """Slots own several samples (and, with PARTIAL_BYTES = 1, one slot owns them all): the slots'
+    weight gradients are reduced in order, dx assembled per sample."""
     rng = np.random.default_rng(9)
-    xs, ws, geo = (7, 4, 5, 6), (6, 2, 3, 2), ((1, 2), (1, 0, 2, 1), (1, 1), 2)
+    xs, ws, geo = (K.MAX_SLOTS * 2 + 3, 4, 5, 6), (6, 2, 3, 2), ((1, 2), (1, 0, 2, 1), (1, 1), 2)
     x, W, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(6)
     d = rng.standard_normal(R.conv2d_forward(x, W, b, *geo).shape)
     refs = reference_all(x, W, b, d, geo)
-    monkeypatch.setattr(K, "CHUNK_BYTES", 1)           # one sample per chunk
+    if partial_bytes:
+        monkeypatch.setattr(K, "PARTIAL_BYTES", partial_bytes)
     got = numba_all(x, W, b, d, geo, "gemm")
     for g, r in zip(got, refs):
         assert rel(g, r) < 1e-12
@@ -222,3 +225,29 @@ def test_dispatch_refuses_bad_arrays():
         kernels.conv2d_forward_kernel(x, W.astype(np.float64), None, (1, 1), (0, 0, 0, 0), (2, 2), 1)
     with pytest.raises(ValueError, match="strategy"):
         K.conv2d_forward(x, W.astype(np.float64), None, *geo, strategy="fft")
+
+
+def test_winograd_dispatch():
+    """3×3 stride-1 kernels with enough channels take the Winograd kernels, through every entry point
+    (the backward, dx alone and dW alone give the same bits); forcing it elsewhere is an error."""
+    assert kernels.choose_strategy(16, 32, (3, 3)) == "winograd"
+    assert kernels.choose_strategy(16, 32, (3, 3), stride=(2, 2)) == "gemm"
+    assert kernels.choose_strategy(16, 32, (5, 5)) == "gemm"
+    assert kernels.choose_strategy(1, 4, (3, 3), groups=128) == "direct"
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 16, 7, 6))
+    W = rng.standard_normal((32, 16, 3, 3)) / 12
+    b = rng.standard_normal(32)
+    geo = ((1, 1), (1, 0, 2, 1), (1, 1), 1)
+    out = kernels.conv2d_forward_kernel(x, W, b, *geo)
+    np.testing.assert_array_equal(out, kernels.conv2d_forward_kernel(x, W, b, *geo, strategy="winograd"))
+    assert rel(out, R.conv2d_forward(x, W, b, *geo)) < 1e-12
+    assert rel(out, kernels.conv2d_forward_kernel(x, W, b, *geo, strategy="gemm")) > 0   # another sum order
+    d = rng.standard_normal(out.shape)
+    dx, dW, db = kernels.conv2d_backward_kernel(d, x, W, *geo)
+    np.testing.assert_array_equal(kernels.conv2d_grad_input_kernel(d, W, x.shape, *geo), dx)
+    np.testing.assert_array_equal(kernels.conv2d_grad_weight_kernel(d, x, W.shape, *geo), dW)
+    for g, r in zip((dx, dW, db), reference_all(x, W, b, d, geo)[1:]):
+        assert rel(g, r) < 1e-12
+    with pytest.raises(ValueError, match="strategy 'winograd' needs a 3x3 kernel, stride 1"):
+        kernels.conv2d_forward_kernel(x, W, b, (2, 2), (1, 0, 2, 1), (1, 1), 1, strategy="winograd")

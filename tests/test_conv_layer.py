@@ -187,6 +187,7 @@ def test_gram_per_sample_in_blocks_exact_and_thread_independent(layer, xshape, r
 
     from refnets.kernels import conv_numba
     monkeypatch.setattr(conv_numba, "GRAM_BLOCK_BYTES", 1)      # kb = 1: one block per patch row
+    monkeypatch.setattr(conv_numba, "GRAM_ROW_BLOCK", 1)        # J Jᵀ in 3-4 row blocks, upper ones mirrored
     monkeypatch.setattr(conv_numba, "SERIAL_MAX_MACS", 0)       # the parallel region even for tiny shapes
     x = rng.standard_normal(xshape)
     dout = rng.standard_normal(layer.forward(x).shape)
@@ -203,6 +204,7 @@ def test_gram_per_sample_in_blocks_exact_and_thread_independent(layer, xshape, r
     finally:
         numba.set_num_threads(saved)
     assert np.max(np.abs(runs[0] - want)) < 1e-10 * np.max(np.abs(want))
+    np.testing.assert_array_equal(runs[0], runs[0].T)
     for G in runs[1:]:
         np.testing.assert_array_equal(G, runs[0])
     xc, Wc, _, scale, st, pad, dil, groups = layer.cache            # the 4-D views, also for Conv1d

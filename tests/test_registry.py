@@ -60,6 +60,10 @@ def _arrays(obj, inputs):
     return {k: v.copy() for k, v in target.tensors().items()}
 
 
+# Configurations allowed more than 400 entries per tensor, and why.
+LARGE = {"Conv2d[winograd]": 16 * 16 * 9}     # the Winograd kernels need C_in·C_out >= 256 channel pairs
+
+
 @pytest.mark.parametrize("name", sorted(registry.REGISTRY))
 def test_factories_are_seeded_float64_and_build_their_class(name):
     entry = registry.REGISTRY[name]
@@ -70,7 +74,7 @@ def test_factories_are_seeded_float64_and_build_their_class(name):
     for k in a:
         assert a[k].dtype == np.float64, (k, a[k].dtype)
         assert a[k].tobytes() == b[k].tobytes(), f"{name}: {k} differs between two runs with the same seed"
-        assert a[k].size <= 400, f"{name}: {k} has {a[k].size} entries; keep registry shapes small"
+        assert a[k].size <= LARGE.get(name, 400), f"{name}: {k} has {a[k].size} entries; keep registry shapes small"
     assert any(a[k].tobytes() != c[k].tobytes() for k in a), f"{name}: the seed changes nothing"
     if entry.cls:
         obj, _ = entry.factory(np.random.default_rng(0))

@@ -1,5 +1,7 @@
 """Sweeps: joblib processes and a Dask cluster give the sequential results; finished jobs are saved
-atomically and skipped on a rerun, also after the sweep was killed with SIGKILL."""
+atomically and skipped on a rerun, also after the sweep was killed with SIGKILL; SIGTERM, Ctrl-C or an
+error mid-sweep kill the worker processes too."""
+import inspect
 import json
 import os
 import signal
@@ -44,7 +46,9 @@ def test_processes_give_the_sequential_results_in_order(tmp_path):
     seq = run_sweep(noisy_sum, JOBS)
     assert [r["pair"] for r in seq] == [[j["m"], j["seed"]] for j in JOBS]  # in order, tuples as lists
     assert seq[0]["inf"] == float("inf")
+    handler = signal.getsignal(signal.SIGTERM)
     par = run_sweep(noisy_sum, JOBS, folder=tmp_path / "jobs", n_jobs=2)
+    assert signal.getsignal(signal.SIGTERM) is handler  # installed for the sweep only
     assert json.dumps(par) == json.dumps(seq)
     assert len(list((tmp_path / "jobs").glob("*.json"))) == len(JOBS)
 
@@ -236,3 +240,115 @@ def test_cli_bad_dask_address_is_a_usage_error(argv, message, capsys, monkeypatc
 
 
 _orig_check = cli.check_dask
+
+
+# --------------------------------------------------------------------- SIGTERM / SIGINT mid-way
+def slow_job(i, folder, secs):
+    """A job that writes its process id to ``folder/pid<i>`` (atomically), then sleeps ``secs``."""
+    tmp = os.path.join(folder, f"pid{i}.part")
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, os.path.join(folder, f"pid{i}"))
+    time.sleep(secs)
+    return i
+
+
+SLOWMAIN = '''
+import sys
+from slowjob import slow_job
+from refnets.sweep import run_sweep
+folder = sys.argv[1]
+# job 0 finishes at once (and is saved); jobs 1 and 2 then sleep for a minute in the two workers
+run_sweep(slow_job, [dict(i=i, folder=folder, secs=0 if i == 0 else 60) for i in range(3)],
+          folder=folder + "/jobs", n_jobs=2)
+'''
+
+
+def _alive(pid):
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)])
+def test_signal_mid_sweep_kills_the_workers(tmp_path, sig, status):
+    pytest.importorskip("joblib")
+    (tmp_path / "slowjob.py").write_text("import os\nimport time\n\n\n" + inspect.getsource(slow_job))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: orphaned workers would hold a pipe open
+    with open(log, "wb") as stderr:
+        p = subprocess.Popen([sys.executable, "-c", SLOWMAIN, str(tmp_path)], cwd=tmp_path, env=env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    pidfiles = [tmp_path / "pid1", tmp_path / "pid2"]
+    workers = []
+    try:
+        deadline = time.monotonic() + 60
+        while not all(f.exists() for f in pidfiles):
+            assert p.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the workers never started the slow jobs"
+            time.sleep(0.05)
+        workers = [int(f.read_text()) for f in pidfiles]
+        assert len(set(workers)) == 2 and p.pid not in workers
+        time.sleep(0.2)  # let the parent settle into waiting for the results
+        os.kill(p.pid, sig)  # the parent alone, as `pkill -f "refnets run"` would
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)], "worker processes outlived the interrupted sweep"
+    finally:  # never leave a stray process behind
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    err = log.read_text()
+    assert p.returncode == status, err[-3000:]
+    if sig == signal.SIGTERM:
+        assert "Traceback" not in err, err[-3000:]
+    saved = list((tmp_path / "jobs").iterdir())  # the job that had finished is kept, nothing half-written
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["result"] == 0, saved
+
+
+def test_exception_in_the_sweep_loop_kills_the_workers(tmp_path):
+    """An exception raised in this process while the jobs run (here by ``progress``) stops the workers
+    before it propagates, not when the suspended joblib generator happens to be garbage-collected."""
+    pytest.importorskip("joblib")
+    pidfiles = [tmp_path / "pid1", tmp_path / "pid2"]
+
+    def progress(done, total):
+        if done:  # job 0 is saved: wait for jobs 1 and 2 to be sleeping in the two workers, then stop
+            deadline = time.monotonic() + 60
+            while not all(f.exists() for f in pidfiles) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise KeyboardInterrupt
+
+    jobs = [dict(i=i, folder=str(tmp_path), secs=0 if i == 0 else 60) for i in range(3)]
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_sweep(slow_job, jobs, folder=tmp_path / "jobs", n_jobs=2, progress=progress)
+    workers = [int(f.read_text()) for f in pidfiles if f.exists()]
+    try:
+        assert len(set(workers)) == 2 and os.getpid() not in workers
+        alive = [w for w in workers if _alive(w)]  # no waiting: they must be gone when run_sweep raises
+        assert not alive, "worker processes outlived the interrupted sweep"
+    finally:
+        del info
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    assert len(list((tmp_path / "jobs").iterdir())) == 1
+    assert signal.getsignal(signal.SIGTERM) is handler  # the sweep's SIGTERM handler is gone
+    # and the next parallel sweep starts new workers
+    assert json.dumps(run_sweep(noisy_sum, JOBS[:3], n_jobs=2)) == json.dumps(run_sweep(noisy_sum, JOBS[:3]))

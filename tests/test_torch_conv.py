@@ -111,6 +111,20 @@ def test_conv2d_channel_heavy_matches_torch():
         compare(layer, (5, 8, 9, 7), False, rng, dtype, tol)
 
 
+@pytest.mark.parametrize("cin, cout, padding, hw", [
+    (16, 24, (1, 0, 2, 1), (9, 11)), (32, 16, "same", (6, 5)), (8, 32, 0, (7, 10)), (16, 16, "bottom_right", (5, 5)),
+])
+def test_conv2d_winograd_matches_torch(cin, cout, padding, hw):
+    """3×3 stride-1 layers with enough channels run the Winograd F(2×2, 3×3) kernels: same values as
+    PyTorch's direct convolution (odd outputs, asymmetric and one-sided padding)."""
+    from refnets.kernels import choose_strategy
+    assert choose_strategy(cin, cout, (3, 3)) == "winograd"
+    rng = np.random.default_rng(cin + cout)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 5e-6)):
+        layer = Conv2d(cin, cout, 3, padding=padding, rng=0, dtype=dtype)
+        compare(layer, (3, cin) + hw, padding == "same", rng, dtype, tol)
+
+
 def test_conv1d_matches_torch():
     rng = np.random.default_rng(11)
     for i in range(30):

@@ -1,4 +1,5 @@
-"""Numba kernels for 2-D max pooling (NCHW), equal bit for bit to :mod:`refnets.kernels.pool_reference`.
+"""Numba kernels for 2-D max pooling (NCHW) and the average over a set of positions, equal bit for
+bit to :mod:`refnets.kernels.pool_reference`.
 
 Same geometry and conventions as the reference (read its module docstring): −∞ padding (a padded
 position never wins), the winner is the first maximum in row-major scan order of the window,
@@ -123,3 +124,64 @@ def maxpool2d_backward(dout, argmax, input_hw):
     run = _maxpool2d_backward_parallel if parallel else _maxpool2d_backward_serial
     run(d, a, dx)
     return dx.reshape(N, C, H, W)
+
+
+# ====================================================== global average over a set of positions
+@njit(cache=True, parallel=True)
+def _region_mean_rows(x, positions, nblocks, out):
+    rows = x.shape[0]
+    npos = positions.shape[0]
+    for blk in prange(nblocks):
+        for r in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
+            row = x[r]
+            s = 0.0                                    # float64, left to right, as the reference
+            for k in range(npos):
+                s += row[positions[k]]
+            out[r] = s / npos
+
+
+@njit(cache=True, parallel=True)
+def _region_mean_backward_rows(dout, positions, nblocks, dx):
+    rows, S = dx.shape
+    npos = positions.shape[0]
+    for blk in prange(nblocks):
+        for r in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
+            row = dx[r]
+            for p in range(S):
+                row[p] = 0
+            g = dout[r] / npos
+            for k in range(positions.shape[0]):
+                row[positions[k]] = g
+
+
+def _region_blocks(work):
+    """Parallel blocks for a region-mean call of ``work`` element reads (1 below PARALLEL_MIN_WORK)."""
+    return 1 if work < PARALLEL_MIN_WORK else 16
+
+
+def region_mean_forward(x, positions):
+    """out[r] = (1/|R|) Σ_{p ∈ R} x[r, p]; same contract as
+    :func:`refnets.kernels.pool_reference.region_mean_forward`.
+
+    x : (rows, S) float32/float64, positions : (|R|,) int flat indices -> out (rows,).
+    One pass reading only the positions (no gathered copy); each row is summed by one thread.
+    """
+    x = np.ascontiguousarray(x)
+    pos = np.ascontiguousarray(positions, dtype=np.int64)
+    out = np.empty(x.shape[0], dtype=x.dtype)
+    _region_mean_rows(x, pos, _region_blocks(x.shape[0] * pos.size), out)
+    return out
+
+
+def region_mean_backward(dout, positions, size, out=None):
+    """dx[r, p] = dout[r] / |R| on the positions, 0 elsewhere; same contract as
+    :func:`refnets.kernels.pool_reference.region_mean_backward`.
+
+    dout : (rows,) -> dx (rows, size), written into ``out`` when given (every entry is set, so
+    ``out`` may be uninitialised: one pass instead of a zero fill and a scatter).
+    """
+    dout = np.ascontiguousarray(dout)
+    pos = np.ascontiguousarray(positions, dtype=np.int64)
+    dx = np.empty((dout.shape[0], int(size)), dtype=dout.dtype) if out is None else out
+    _region_mean_backward_rows(dout, pos, _region_blocks(dx.size), dx)
+    return dx

@@ -218,3 +218,27 @@ def avgpool2d_backward(dout, input_hw, kernel, stride, padding, count_include_pa
         for b in range(kw):
             dxp[:, :, a:a + sh * (OH - 1) + 1:sh, b:b + sw * (OW - 1) + 1:sw] += g
     return dxp[:, :, ph:ph + H, pw:pw + W].copy()
+
+
+# ====================================================== global average over a set of positions
+def region_mean_forward(x, positions):
+    """out[r] = (1/|R|) Σ_{p ∈ R} x[r, p]: the mean of each row over the flat positions R.
+
+    The global average pooling of Kohler, Krzyżak & Walter 2024 (over R = I_κ), with the N·C planes
+    flattened to rows: x (rows, S) -> out (rows,); positions: int array of the |R| flat indices.
+    The sum runs in float64, left to right over R in the order given (the Numba kernel's order),
+    and is cast back to x's dtype.
+    """
+    x = np.asarray(x)
+    total = np.zeros(x.shape[0], dtype=np.float64)
+    for p in np.asarray(positions):
+        total += x[:, p]
+    return (total / len(positions)).astype(x.dtype)
+
+
+def region_mean_backward(dout, positions, size):
+    """dx[r, p] = dout[r] / |R| for p ∈ R, 0 elsewhere: dout (rows,) -> dx (rows, size)."""
+    dout = np.asarray(dout)
+    dx = np.zeros((dout.shape[0], int(size)), dtype=dout.dtype)
+    dx[:, np.asarray(positions)] = (dout / len(positions))[:, None]
+    return dx

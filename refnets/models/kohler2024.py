@@ -63,6 +63,7 @@ import numpy as np
 from .._validate import check_dout, check_input, positive_int
 from ..kernels import conv2d_backward_kernel, conv2d_forward_kernel
 from ..kernels.activation_numba import logistic_inplace, times_dlogistic_inplace
+from ..kernels.pool_numba import region_mean_backward, region_mean_forward
 from ..layers.base import Layer, as_rng
 from ..layers.pooling import kohler_index_set
 
@@ -210,11 +211,11 @@ class KohlerCNN(Layer):
             o = _sigmoid_inplace(z)                    # (n, K·k_r, d1, d2); σ' = o(1 − o) later
             outs.append(o)
         n = x.shape[0]
-        flat = o.reshape(n, self.K_n, -1)[:, :, self.positions]     # (n, K, P), k_L = 1
         arg = None
-        if self.pool == "avg":
-            pooled = flat.mean(axis=2)
-        elif self.pool == "max":
+        if self.pool == "avg":                         # one pass over the positions, no gathered copy
+            return region_mean_forward(o.reshape(n * self.K_n, -1), self.positions).reshape(n, self.K_n), (outs, arg)
+        flat = o.reshape(n, self.K_n, -1)[:, :, self.positions]     # (n, K, P), k_L = 1
+        if self.pool == "max":
             arg = flat.argmax(axis=2)                  # first maximum wins ties (as PyTorch)
             pooled = np.take_along_axis(flat, arg[..., None], axis=2)[..., 0]
         else:
@@ -249,20 +250,21 @@ class KohlerCNN(Layer):
     def _backward(self, dout, caches):
         grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         wout = self.params[self.output_name]
-        K, P = self.K_n, self.positions.size
+        K = self.K_n
         dxs = []
         for s, pooled, (outs, arg) in caches:
             n = pooled.shape[0]
             do = dout[s:s + n]
             grads[self.output_name] += np.tensordot(do, pooled, axes=(0, 0))
             dpooled = do.reshape((n,) + (1,) * wout.ndim) * wout[None]   # (n, K) or (n, K, P)
-            dflat = np.zeros((n, K, self.d1 * self.d2), dtype=dout.dtype)
-            if self.pool == "avg":
-                dflat[:, :, self.positions] = (dpooled / P)[..., None]
-            elif self.pool == "max":
-                np.put_along_axis(dflat, self.positions[arg][..., None], dpooled[..., None], axis=2)
+            if self.pool == "avg":                     # dpooled / P on the positions, 0 elsewhere, one pass
+                dflat = region_mean_backward(dpooled.ravel(), self.positions, self.d1 * self.d2)
             else:
-                dflat[:, :, self.positions] = dpooled
+                dflat = np.zeros((n, K, self.d1 * self.d2), dtype=dout.dtype)
+                if self.pool == "max":
+                    np.put_along_axis(dflat, self.positions[arg][..., None], dpooled[..., None], axis=2)
+                else:
+                    dflat[:, :, self.positions] = dpooled
             g = dflat.reshape(n, K, self.d1, self.d2)  # ∂/∂o⁽ᴸ⁾
             for r in range(self.L, 0, -1):
                 o, o_prev = outs[r], outs[r - 1]
