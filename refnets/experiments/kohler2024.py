@@ -160,7 +160,7 @@ def _figure(ncols, width=5.2, height=4.2):
 
 # ------------------------------------------------------------------------------------------ 1: rate
 @experiment("kohler2024.rate", PAPER, "L2 error and excess risk of the GAP CNN against n, with Theorem 1's exponents",
-            quick_seconds=4, full_seconds=100)
+            quick_seconds=4, full_seconds=60)
 def rate(ctx):
     c = _cfg(ctx.quick)
     base = dict(d=c["d"], t_n=c["t_n"], c_n=c["c_n"], A=c["A"], n_test=c["n_test"], precondition=c["precondition"])
@@ -204,7 +204,7 @@ def rate(ctx):
 
 # ------------------------------------------------------------------------------------ 2: dimension
 @experiment("kohler2024.dimension", PAPER, "κ fixed, image size 8/16/32: GAP CNN against a fully connected net of similar size",
-            quick_seconds=8, full_seconds=65)
+            quick_seconds=8, full_seconds=35)
 def dimension(ctx):
     c = _cfg(ctx.quick)
     base = dict(n=c["n_fixed"], K_n=c["K_n"], t_n=c["t_n"], c_n=c["c_n"], A=c["A"], n_test=c["n_test"],
@@ -253,7 +253,7 @@ def dimension(ctx):
 
 # -------------------------------------------------------------------------------------- 3: pooling
 @experiment("kohler2024.pooling", PAPER, "global average pooling against max pooling and no pooling",
-            quick_seconds=4, full_seconds=12)
+            quick_seconds=4, full_seconds=6)
 def pooling(ctx):
     c = _cfg(ctx.quick)
     base = dict(n=c["n_fixed"], d=c["d"], K_n=c["K_n"], t_n=c["t_n"], c_n=c["c_n"], A=c["A"], n_test=c["n_test"],
@@ -283,7 +283,7 @@ def pooling(ctx):
 
 # ------------------------------------------------------------------------------------- 4: K_n, c_n
 @experiment("kohler2024.overparam", PAPER, "the effect of K_n (over-parametrization) and of the penalty c_n",
-            quick_seconds=3, full_seconds=170)
+            quick_seconds=3, full_seconds=105)
 def overparam(ctx):
     c = _cfg(ctx.quick)
     base = dict(n=c["n_fixed"], d=c["d"], t_n=c["t_n"], A=c["A"], n_test=c["n_test"], precondition=c["precondition"])
