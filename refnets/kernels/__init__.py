@@ -3,8 +3,8 @@ version (``*_numba``) tested equal to it.
 
 The ``*_kernel`` functions below are the dispatch API the layers call: they check the dtypes
 (float32 or float64, all arrays alike), make the arrays contiguous and run the Numba kernels,
-choosing the strategy (im2col + GEMM or direct loops) unless one is given. Geometry is passed
-normalised: stride and dilation as pairs, padding as (top, bottom, left, right).
+choosing the strategy (im2col + GEMM, direct loops or Winograd F(2×2, 3×3)) unless one is given.
+Geometry is passed normalised: stride and dilation as pairs, padding as (top, bottom, left, right).
 """
 from __future__ import annotations
 
