@@ -328,15 +328,25 @@ def global_avgpool_forward(x, region=None):
     Returns
     -------
     out : (N, C)
-    cache : (input shape, input dtype, flat mask or None, |R|)
+    cache : (input shape, input dtype, flat indices of R or None, |R|)
+
+    A region runs the Numba kernels :func:`refnets.kernels.pool_numba.region_mean_forward` /
+    ``region_mean_backward`` (one pass over R, summed in float64), the ones Kohler et al.'s model uses.
     """
     N, C = x.shape[:2]
     mask = region_mask("global_avgpool_forward", region, x.shape[2:])
     flat = x.reshape(N, C, -1)
     if mask is None:
         return flat.mean(axis=-1), (x.shape, x.dtype, None, flat.shape[-1])
-    m = mask.ravel()
-    return flat[..., m].mean(axis=-1), (x.shape, x.dtype, m, int(m.sum()))
+    pos = np.flatnonzero(mask.ravel())
+    return _region_mean(flat, pos), (x.shape, x.dtype, pos, pos.size)
+
+
+def _region_mean(flat, pos):
+    """(1/|R|) Σ_{p ∈ R} flat[n, c, p]: flat (N, C, S), pos the flat indices of R -> (N, C)."""
+    from ..kernels import pool_numba  # imported on first use: Numba is slow to import
+    N, C, S = flat.shape
+    return pool_numba.region_mean_forward(flat.reshape(N * C, S), pos).reshape(N, C)
 
 
 def global_avgpool_backward(dout, cache):
@@ -344,26 +354,24 @@ def global_avgpool_backward(dout, cache):
 
     dout : (N, C) -> dx : (N, C, *spatial)
     """
-    shape, _, m, count = cache
+    shape, _, pos, count = cache
     N, C = shape[:2]
     S = int(np.prod(shape[2:]))
-    g = (dout / count).astype(dout.dtype, copy=False)[..., None]
-    if m is None:
+    if pos is None:
         dx = np.empty((N, C, S), dtype=dout.dtype)
-        dx[...] = g
-    else:
-        dx = np.zeros((N, C, S), dtype=dout.dtype)
-        dx[..., m] = g
-    return dx.reshape(shape)
+        dx[...] = (dout / count).astype(dout.dtype, copy=False)[..., None]
+        return dx.reshape(shape)
+    from ..kernels import pool_numba
+    return pool_numba.region_mean_backward(dout.reshape(N * C), pos, S).reshape(shape)
 
 
 def global_avgpool_jvp(dx, cache):
     """Linear: d out[n, c] = (1/|R|) Σ_{p ∈ R} dx[n, c, p] (None means zero)."""
-    shape, dtype, m, count = cache
+    shape, dtype, pos, count = cache
     if dx is None:
         return np.zeros(shape[:2], dtype=dtype)
     flat = dx.reshape(shape[0], shape[1], -1)
-    return (flat if m is None else flat[..., m]).mean(axis=-1)
+    return flat.mean(axis=-1) if pos is None else _region_mean(flat, pos)
 
 
 # ---------------------------------------------------------------------------- layers
