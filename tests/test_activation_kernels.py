@@ -5,7 +5,7 @@ import pytest
 from conftest import rel_error
 from refnets.kernels import activation_numba as AN
 from refnets.kernels import activation_reference as AR
-from refnets.layers.activations import logistic
+from refnets.layers.activations import LOGISTIC_KERNEL_MIN, logistic
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -17,15 +17,31 @@ def test_logistic_numba_equals_reference(rng, dtype):
     tol = 1e-12 if dtype == np.float64 else 1e-6
     assert a.dtype == dtype and np.all(np.isfinite(a)) and rel_error(a, b) < tol
     assert a[0, 0, 0, 0] == 1.0 and a[0, 0, 0, 1] == 0.0 and a[0, 0, 0, 2] == 0.5
-    assert rel_error(b, logistic(z)) < tol                      # the reference is the layer's σ
+    assert z.size < LOGISTIC_KERNEL_MIN and rel_error(b, logistic(z)) < tol   # the layer's σ (NumPy path)
     # non-contiguous input takes the reference path, same values
     zt = z.transpose(0, 2, 1, 3)
     assert rel_error(AN.logistic_inplace(zt.copy(order="K")), AR.logistic_inplace(zt.copy(order="K"))) < tol
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_layer_logistic_takes_the_kernel_on_large_arrays(rng, dtype):
+    """From LOGISTIC_KERNEL_MIN elements the layers' σ (Logistic, Softplus′) is the Numba kernel: same
+    values as the reference, a new array (the input untouched), any layout."""
+    z = (rng.standard_normal((3, 40, 50)) * 30).astype(dtype)
+    assert z.size >= LOGISTIC_KERNEL_MIN
+    zt = z.transpose(2, 0, 1)
+    keep = zt.copy()
+    got = logistic(zt)
+    assert got.dtype == dtype and got.shape == zt.shape and np.array_equal(zt, keep)
+    assert rel_error(got, AR.logistic_inplace(zt.copy())) < (1e-12 if dtype == np.float64 else 1e-6)
+    assert np.array_equal(got, AN.logistic_inplace(np.ascontiguousarray(zt)))
+
+
 def test_logistic_numba_is_deterministic(rng):
     z = rng.standard_normal(10_001) * 5
     assert np.array_equal(AN.logistic_inplace(z.copy()), AN.logistic_inplace(z.copy()))
+    big = rng.standard_normal(AN._MIN_THREADED + 4097) * 5       # the parallel path, and the serial one
+    assert np.array_equal(AN.logistic_inplace(big.copy()), AN.logistic_inplace(big.copy(), parallel=False))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

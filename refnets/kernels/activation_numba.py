@@ -98,13 +98,19 @@ if _nb is not None:
                 _exp_neg_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
 
 
-def logistic_inplace(z: np.ndarray) -> np.ndarray:
+def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     """z ← σ(z) in place; returns z. C-contiguous z: the Numba kernel (module docstring; ~3× NumPy's
-    ufuncs); non-contiguous z: the reference."""
+    ufuncs); non-contiguous z: the reference.
+
+    parallel=False keeps it on the calling thread. Between BLAS calls that is faster: OpenBLAS's
+    threads keep spinning for a while after a product, and a parallel region started then competes
+    with them for the cores (measured: the Du ResNet NTK, whose Softplus′ is σ, took 1.4× longer with
+    the parallel kernel than with NumPy, and 0.92× with the serial one). Same values either way.
+    """
     if _nb is None or not z.flags.c_contiguous:
         return _ref.logistic_inplace(z)
     flat = z.reshape(-1)
-    (_logistic_serial if flat.size < _MIN_THREADED else _logistic_parallel)(flat)
+    (_logistic_serial if flat.size < _MIN_THREADED or not parallel else _logistic_parallel)(flat)
     return z
 
 

@@ -62,8 +62,16 @@ junk tiles), so those positions add nothing to dW or dx.
 The price: tw1/tw more GEMM columns (7 % at W_out = 28, 14 % at W_out = 14; the junk tiles are
 computed and dropped, or carry dout = 0 so they add nothing), and scalar "mover" passes that copy
 x and dout into the parity planes and out and dx out of them (strided; rows too short to vectorise).
-With 16 input channels the GEMMs, of inner length C, run at ~60 % of BLAS's peak and take about
-two thirds of the time; the transforms and movers the rest.
+With 16 input channels the forward and dx GEMMs, of inner length C and C_out, run at ~60 % of
+BLAS's peak and take about half of the time; the transforms and movers most of the rest. The dW
+products dU[ξ] = dM[ξ]·V[ξ]ᵀ (e.g. a 32 × 16 output summed over ~10³ tiles) run in
+:func:`refnets.kernels.gemm_nt.dot_nt`, which keeps a 4 × 4 block of sums in registers: 2× BLAS on
+them.
+
+Tried and not kept: the samples outermost (parity planes per sample, V's columns in sample order).
+The movers become contiguous de-interleaves, 1.8× faster, but the offset transforms then run per
+sample over th·tw1 tiles (56 at 16 × 16): the forward gained 5 % at 28 × 28, and the backward lost
+7 % at 28 × 28 and 30 % at 16 × 16 (float32, 2 threads).
 
 Why not F(4×4, 3×3)
 -------------------
@@ -95,6 +103,7 @@ import numpy as np
 from numba import njit, prange
 
 from .conv_numba import MAX_SLOTS, PARTIAL_BYTES, _FM, _add_into, _one_blas_thread, _serial_if_tiny, _sum_in_order
+from .gemm_nt import dot_nt
 
 # Bytes of one chunk's V and M (16·(C + C_out)·m·Tw values). Measured (2 threads): 4 MiB is 5 % faster
 # than 2 MiB, 10 % faster than 1 MiB, and as fast as 6–8 MiB.
@@ -462,7 +471,7 @@ def _wino_backward(dout, x, U, pt, pl, th, tw1, nc, need_dx, need_dw, dx, dUpart
                     _fill_planes(x, n0, m, c, pt, pl, tw1, X)
                     _input_transform(X, m, tw1, L, bt, V, c)
                 for xi in range(16):
-                    np.dot(dM[xi], V[xi].T, tmp)
+                    dot_nt(dM[xi], V[xi], tmp)                 # small output, long rows: 2× BLAS here
                     _add_into(dUpart[slot, xi], tmp)
             if need_dx:
                 Gx = Gb[:4 * sz].reshape((4, sz))
