@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+import refnets  # noqa: F401,E402  (before any suite imports numpy: it sets OpenBLAS's idle spin)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import markdown_table, splice_readme, table  # noqa: E402
 
