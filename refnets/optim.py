@@ -8,8 +8,22 @@ are one argument: ``GD(model, lr, trainable=["*.W"])`` or ``frozen=["a"]``.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .layers.base import select
+
+# From this many elements a GD update runs in _axpy (one pass); below, NumPy (no call overhead).
+AXPY_MIN_SIZE = 4096
+
+
+@njit(cache=True)
+def _axpy(p, a, g):
+    """p ← p + a·g over two flat arrays of one size and dtype: one pass, no (P,) temporary.
+
+    No fastmath: the product and the sum are rounded separately, as in NumPy's ``p -= lr * g``, so
+    both give the same bits."""
+    for i in range(p.size):
+        p[i] += a * g[i]
 
 
 class Optimizer:
@@ -46,7 +60,11 @@ class GD(Optimizer):
     minibatch gradients it is SGD (the trainer scales a summed loss by n/b, Allen-Zhu et al.)."""
 
     def _update(self, name, p, g):
-        p -= self.lr * g
+        if (p.size >= AXPY_MIN_SIZE and p.dtype == g.dtype and p.shape == g.shape
+                and p.flags.c_contiguous and g.flags.c_contiguous):
+            _axpy(p.reshape(-1), p.dtype.type(-self.lr), g.reshape(-1))   # −lr in p's dtype, as NumPy would
+        else:
+            p -= self.lr * g
 
 
 SGD = GD

@@ -5,7 +5,7 @@ import pytest
 from conftest import rel_error
 from refnets.kernels import activation_numba as AN
 from refnets.kernels import activation_reference as AR
-from refnets.layers.activations import LOGISTIC_KERNEL_MIN, logistic
+from refnets.layers.activations import KERNEL_MIN_SIZE, logistic, softplus
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -17,7 +17,7 @@ def test_logistic_numba_equals_reference(rng, dtype):
     tol = 1e-12 if dtype == np.float64 else 1e-6
     assert a.dtype == dtype and np.all(np.isfinite(a)) and rel_error(a, b) < tol
     assert a[0, 0, 0, 0] == 1.0 and a[0, 0, 0, 1] == 0.0 and a[0, 0, 0, 2] == 0.5
-    assert z.size < LOGISTIC_KERNEL_MIN and rel_error(b, logistic(z)) < tol   # the layer's σ (NumPy path)
+    assert z.size < KERNEL_MIN_SIZE and rel_error(b, logistic(z)) < tol   # the layer's σ (NumPy path)
     # non-contiguous input takes the reference path, same values
     zt = z.transpose(0, 2, 1, 3)
     assert rel_error(AN.logistic_inplace(zt.copy(order="K")), AR.logistic_inplace(zt.copy(order="K"))) < tol
@@ -25,10 +25,10 @@ def test_logistic_numba_equals_reference(rng, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_layer_logistic_takes_the_kernel_on_large_arrays(rng, dtype):
-    """From LOGISTIC_KERNEL_MIN elements the layers' σ (Logistic, Softplus′) is the Numba kernel: same
+    """From KERNEL_MIN_SIZE elements the layers' σ (Logistic, Softplus′) is the Numba kernel: same
     values as the reference, a new array (the input untouched), any layout."""
     z = (rng.standard_normal((3, 40, 50)) * 30).astype(dtype)
-    assert z.size >= LOGISTIC_KERNEL_MIN
+    assert z.size >= KERNEL_MIN_SIZE
     zt = z.transpose(2, 0, 1)
     keep = zt.copy()
     got = logistic(zt)
@@ -62,7 +62,8 @@ def test_logistic_threaded_path_equals_reference_and_single_thread(rng, dtype):
     a = AN.logistic_inplace(z.copy())
     tol = 1e-12 if dtype == np.float64 else 1e-6
     assert np.all(np.isfinite(a)) and rel_error(a, AR.logistic_inplace(z.copy())) < tol
-    assert a[0] == 1.0 and a[1] == 0.0 and a[4] == 0.0 and a[5] == 0.5
+    assert a[0] == 1.0 and a[1] == 0.0 and a[5] == 0.5
+    assert a[4] == (np.exp(-710.0) if dtype == np.float64 else 0.0)      # subnormal e^{z}, not 0
     n = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
@@ -74,11 +75,55 @@ def test_logistic_threaded_path_equals_reference_and_single_thread(rng, dtype):
 @pytest.mark.parametrize("size", [5_000, AN._MIN_THREADED + 7])          # serial and parallel kernels
 def test_logistic_numba_elementwise_relative_accuracy(size):
     """The vectorised e^{−z} (Cody–Waite reduction + degree-12 polynomial) is accurate to a few ulps
-    elementwise, also where σ(z) ≈ e^{z} is tiny; NaN propagates; the limits beyond |z| = 708 are exact."""
+    elementwise, also where σ(z) ≈ e^{z} is tiny; NaN propagates; beyond z = 708 it is 1, below −708
+    libm's e^{z} (subnormal, 0 from −745.2 on)."""
     z = np.linspace(-708.0, 60.0, size)
     a = AN.logistic_inplace(z.copy())
     b = AR.logistic_inplace(z.copy())
     assert np.max(np.abs(a - b) / b) < 4e-15
     z = np.array([np.nan, -np.inf, np.inf, -708.5, 708.5, -1e300] * (size // 6 + 1))[:size]
     a = AN.logistic_inplace(z.copy())
-    assert np.isnan(a[0]) and a[1] == 0.0 and a[2] == 1.0 and a[3] == 0.0 and a[4] == 1.0 and a[5] == 0.0
+    assert np.isnan(a[0]) and a[1] == 0.0 and a[2] == 1.0 and a[3] == np.exp(-708.5) and a[4] == 1.0
+    assert a[5] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softplus_numba_equals_reference(rng, dtype):
+    z = (rng.standard_normal((4, 3, 7, 5)) * 30).astype(dtype)
+    z[0, 0, 0, :5] = [800.0, -800.0, 0.0, -40.0, 1e-30]
+    a = AN.softplus_inplace(z.copy())
+    b = AR.softplus_inplace(z.copy())
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert a.dtype == dtype and np.all(np.isfinite(a)) and rel_error(a, b) < tol
+    assert b[0, 0, 0, 1] == 0.0 and b.min() >= 0.0
+    nz = b > 0
+    assert np.max(np.abs(a - b)[nz] / b[nz]) < (2e-15 if dtype == np.float64 else 1e-6)   # elementwise
+    assert a[0, 0, 0, 0] == 800.0 and a[0, 0, 0, 1] == 0.0
+    assert abs(a[0, 0, 0, 2] - np.log(2.0)) <= 4 * np.finfo(dtype).eps * np.log(2.0)    # a few ulps
+    zt = z.transpose(0, 2, 1, 3)                      # non-contiguous: the reference path
+    assert rel_error(AN.softplus_inplace(zt.copy(order="K")), AR.softplus_inplace(zt.copy(order="K"))) < tol
+
+
+@pytest.mark.parametrize("kernel, reference", [(AN.softplus_inplace, AR.softplus_inplace),
+                                               (AN.logistic_inplace, AR.logistic_inplace)])
+def test_kernels_below_minus_708_are_exp(kernel, reference):
+    """There σ(z) = softplus(z) = e^{z} is subnormal or 0: the kernels' scalar pass (libm's exp) gives
+    NumPy's values, not 0; NaN and ±inf keep their limits. Spread over blocks, some without such z."""
+    z = np.zeros(3 * 2048 + 5)
+    z[:14] = [-708.5, -709.0, -720.0, -745.0, -745.2, -800.0, -1e4, -np.inf, np.nan, np.inf, 800.0, 0.0, -707.9, 3.0]
+    z[5000] = -730.0
+    a, b = kernel(z.copy()), reference(z.copy())
+    assert a[5] == 0.0 and a[1] > 0.0 and a[3] > 0.0 and np.isnan(a[8])
+    tiny = np.finfo(np.float64).tiny
+    low = np.abs(b) < tiny
+    np.testing.assert_array_equal(a[low], b[low])
+    ok = ~low & np.isfinite(b)
+    assert np.max(np.abs(a[ok] - b[ok]) / np.abs(b[ok])) < 1e-14
+
+
+def test_layer_softplus_takes_the_kernel_on_large_arrays(rng):
+    z = (rng.standard_normal((3, 40, 50)) * 30).transpose(2, 0, 1)
+    keep = z.copy()
+    got = softplus(z)
+    assert np.array_equal(z, keep) and got.shape == z.shape
+    assert np.array_equal(got, AN.softplus_inplace(np.ascontiguousarray(z)))

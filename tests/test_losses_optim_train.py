@@ -143,3 +143,22 @@ def test_optimizer_bad_arguments():
         GD(net, lr=-1)
     with pytest.raises(ValueError, match="no parameter is trainable"):
         GD(net, lr=0.1, trainable=["nothing"])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gd_update_kernel_gives_numpys_bits(dtype):
+    """Large parameters take the one-pass Numba update (optim._axpy); small ones NumPy's p -= lr·g.
+    Both round the product and the difference separately: the same bits as NumPy, in either dtype."""
+    from refnets.optim import AXPY_MIN_SIZE
+
+    model = rn.Dense(96, 64, bias=True, rng=0, dtype=dtype)     # W: 6144 ≥ AXPY_MIN_SIZE entries, b: 64
+    assert model.params["W"].size >= AXPY_MIN_SIZE > model.params["b"].size
+    rng = np.random.default_rng(1)
+    grads = {n: rng.standard_normal(p.shape).astype(dtype) for n, p in model.parameters().items()}
+    want = {n: p.copy() for n, p in model.parameters().items()}
+    for n in want:
+        want[n] -= 0.03 * grads[n]
+    GD(model, 0.03).step(grads)
+    for n, p in model.parameters().items():
+        assert p.dtype == dtype
+        np.testing.assert_array_equal(p, want[n])

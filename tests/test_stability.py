@@ -13,8 +13,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from refnets.layers.activations import (Logistic, Softplus, Tanh, log1pexp_neg, logistic,
-                                        sech2, softplus)
+from refnets.layers.activations import (KERNEL_MIN_SIZE, Logistic, Softplus, Tanh, log1pexp_neg,
+                                        logistic, sech2, softplus)
 from refnets.losses import logistic_loss, softmax_cross_entropy
 
 mpmath.mp.dps = 50
@@ -95,6 +95,17 @@ def test_elementwise_function_accurate_over_the_whole_range(name):
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         got = LIBRARY[name](Z.copy())
     assert_accurate(got, [REFERENCES[name](z) for z in Z], name)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_elementwise_function_accurate_on_the_kernel_path(name):
+    """The same grid, repeated past KERNEL_MIN_SIZE elements: σ and softplus then run the Numba kernels."""
+    reps = -(-KERNEL_MIN_SIZE // Z.size)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = LIBRARY[name](np.tile(Z, reps))
+    assert got.size >= KERNEL_MIN_SIZE
+    assert_accurate(got[:Z.size], [REFERENCES[name](z) for z in Z], f"{name} (kernel path)")
+    np.testing.assert_array_equal(got.reshape(reps, Z.size), np.broadcast_to(got[:Z.size], (reps, Z.size)))
 
 
 def test_softplus_layer_derivatives_are_the_logistic_ones():

@@ -19,6 +19,15 @@ def logistic_inplace(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def softplus_inplace(z: np.ndarray) -> np.ndarray:
+    """z ← log(1 + e^{z}) = max(z, 0) + log1p(e^{−|z|}) in place, stable for every z; returns z."""
+    with np.errstate(under="ignore"):
+        e = np.log1p(np.exp(-np.abs(z)))
+    np.maximum(z, 0, out=z)
+    z += e
+    return z
+
+
 def times_dlogistic_inplace(g: np.ndarray, o: np.ndarray) -> np.ndarray:
     """g ← g · σ'(z) = g · o(1 − o) in place, with o = σ(z) (same shape as g); returns g."""
     g *= o * (1.0 - o)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.activation_numba import logistic_inplace
+from ..kernels.activation_numba import logistic_inplace, softplus_inplace
 from .base import Layer
 
 
@@ -112,16 +112,17 @@ class LeakyReLU(Activation):
         return f"alpha={self.alpha:g}"
 
 
-# From this many elements on, σ runs in the Numba kernel (kernels/activation_numba.py, ≤ 4e-15 relative,
-# ~4× NumPy on one thread); below, NumPy's ufuncs: the theory calls σ on scalars and short grids.
-LOGISTIC_KERNEL_MIN = 4096
+# From this many elements on, the logistic σ and softplus run in the Numba kernels
+# (kernels/activation_numba.py, ≤ 4e-15 and ≤ 1e-15 relative, ~4× NumPy on one thread); below, NumPy's
+# ufuncs: the theory calls them on scalars and short grids.
+KERNEL_MIN_SIZE = 4096
 
 
 def logistic(z):
     """1/(1+e^{−z}) without overflow: e^{−|z|} never exceeds 1. Exact to rounding (NumPy) for small arrays,
-    ≤ 4e-15 relative (the Numba kernel) from LOGISTIC_KERNEL_MIN float elements on."""
+    ≤ 4e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
-    if z.size >= LOGISTIC_KERNEL_MIN and z.dtype in (np.float32, np.float64):
+    if z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64):
         return logistic_inplace(np.array(z, order="C"), parallel=False)   # between BLAS calls: see there
     with np.errstate(under="ignore"):  # e^{-|z|} underflowing to 0 is the exact limit
         e = np.exp(-np.abs(z))
@@ -129,7 +130,11 @@ def logistic(z):
 
 
 def softplus(z):
-    """log(1+e^z) = max(z, 0) + log1p(e^{−|z|}), stable for any z."""
+    """log(1+e^z) = max(z, 0) + log1p(e^{−|z|}), stable for any z. Exact to rounding (NumPy) for small
+    arrays, ≤ 1e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
+    z = np.asarray(z)
+    if z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64):
+        return softplus_inplace(np.array(z, order="C"))
     with np.errstate(under="ignore"):
         return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))).astype(z.dtype, copy=False)
 
