@@ -234,6 +234,12 @@ def test_winograd_dispatch():
     assert kernels.choose_strategy(16, 32, (3, 3), stride=(2, 2)) == "gemm"
     assert kernels.choose_strategy(16, 32, (5, 5)) == "gemm"
     assert kernels.choose_strategy(1, 4, (3, 3), groups=128) == "direct"
+    # measured crossovers (choose_strategy's docstring): few output channels stay direct up to 256
+    # pairs at stride 1; strided convolutions unfold unless depthwise
+    assert kernels.choose_strategy(32, 8, (5, 5)) == "direct"
+    assert kernels.choose_strategy(8, 32, (5, 5)) == "gemm"
+    assert kernels.choose_strategy(2, 8, (3, 3), stride=(2, 2)) == "gemm"
+    assert kernels.choose_strategy(1, 1, (3, 3), stride=(2, 2), groups=64) == "direct"
     rng = np.random.default_rng(12)
     x = rng.standard_normal((3, 16, 7, 6))
     W = rng.standard_normal((32, 16, 3, 3)) / 12
