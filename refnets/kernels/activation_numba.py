@@ -163,10 +163,11 @@ def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     """z ← σ(z) in place; returns z. C-contiguous z: the Numba kernel (module docstring; ~3× NumPy's
     ufuncs); non-contiguous z: the reference.
 
-    parallel=False keeps it on the calling thread. Between BLAS calls that is faster: OpenBLAS's
-    threads keep spinning for a while after a product, and a parallel region started then competes
-    with them for the cores (measured: the Du ResNet NTK, whose Softplus′ is σ, took 1.4× longer with
-    the parallel kernel than with NumPy, and 0.92× with the serial one). Same values either way.
+    parallel=False keeps it on the calling thread. Between BLAS calls that is safer: with OpenBLAS's
+    default thread timeout (numpy imported before refnets, see refnets/__init__.py) its threads keep
+    spinning for ~0.1 s after a product, and a parallel region started then competes with them for
+    the cores (measured so: the Du ResNet NTK, whose Softplus′ is σ, took 1.4× longer with the
+    parallel kernel than with NumPy, and 0.92× with the serial one). Same values either way.
     """
     if _nb is None or not z.flags.c_contiguous:
         return _ref.logistic_inplace(z)

@@ -118,11 +118,16 @@ class LeakyReLU(Activation):
 KERNEL_MIN_SIZE = 4096
 
 
+def _takes_kernel(z):
+    """Whether σ or softplus of z runs in the Numba kernel (on a C-ordered copy, z stays cached)."""
+    return z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64)
+
+
 def logistic(z):
     """1/(1+e^{−z}) without overflow: e^{−|z|} never exceeds 1. Exact to rounding (NumPy) for small arrays,
     ≤ 4e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
-    if z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64):
+    if _takes_kernel(z):
         return logistic_inplace(np.array(z, order="C"), parallel=False)   # between BLAS calls: see there
     with np.errstate(under="ignore"):  # e^{-|z|} underflowing to 0 is the exact limit
         e = np.exp(-np.abs(z))
@@ -133,7 +138,7 @@ def softplus(z):
     """log(1+e^z) = max(z, 0) + log1p(e^{−|z|}), stable for any z. Exact to rounding (NumPy) for small
     arrays, ≤ 1e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
-    if z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64):
+    if _takes_kernel(z):
         return softplus_inplace(np.array(z, order="C"))
     with np.errstate(under="ignore"):
         return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))).astype(z.dtype, copy=False)
