@@ -8,13 +8,16 @@ One forward and one backward with ``dout = 1`` per sample give every sample's se
 layer turns its cached input and those sensitivities into its exact share (dense:
 (ΔΔᵀ) ⊙ (XXᵀ); convolution: the trace form). No per-sample Jacobian of the whole network is ever
 formed.
+
+``block=b`` trades time for memory: G is assembled from passes over pairs of sample blocks, so only
+2b samples' activations are held at a time (the memory-bounded mode of performance issue #7).
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def empirical_ntk(model, x, per_layer=False, params=None):
+def empirical_ntk(model, x, per_layer=False, params=None, block=None):
     """G(θ) on the inputs ``x``.
 
     Parameters
@@ -24,11 +27,32 @@ def empirical_ntk(model, x, per_layer=False, params=None):
     per_layer : return the dict {parameter name: (N, N)} instead of the sum.
     params : optional list of parameter names (or fnmatch patterns) to include, e.g. only the
         trained ones.
+    block : None (default: one forward and one backward over all N samples; the fastest, and it
+        holds every sample's activations at once) or a number of samples b. Then G is built one
+        b × b block at a time: a pass over the samples of block I for G[I, I], and a pass over the 2b
+        samples of blocks I and J for G[I, J] (and its mirror G[J, I]). The same G to rounding; memory
+        for the activations of 2b samples instead of N, for about N/b times the work. For networks
+        whose N samples' activations do not fit in memory.
 
     Returns
     -------
     (N, N) symmetric PSD array, or the dict of shares.
     """
+    n = x.shape[0]
+    if block is not None and (isinstance(block, (bool, np.bool_)) or not isinstance(block, (int, np.integer))
+                              or block < 1):
+        raise ValueError(f"empirical_ntk: block must be None or a positive number of samples, got {block!r}")
+    if block is None or block >= n:
+        shares = _shares(model, x, params)
+    else:
+        shares = _shares_by_blocks(model, x, params, int(block))
+    if per_layer:
+        return shares
+    return sum(shares.values()) if shares else np.zeros((n, n))
+
+
+def _shares(model, x, params):
+    """{name: (N, N) share} from one forward and one backward over all of x."""
     from .layers.base import select, sensitivities_only
 
     out = model.forward(x)
@@ -41,9 +65,29 @@ def empirical_ntk(model, x, per_layer=False, params=None):
     if params is not None:
         keep = set(select(shares, params))
         shares = {k: v for k, v in shares.items() if k in keep}
-    if per_layer:
-        return shares
-    return sum(shares.values()) if shares else np.zeros((n, n))
+    return shares
+
+
+def _shares_by_blocks(model, x, params, b):
+    """:func:`_shares` assembled from passes over one block (diagonal) or two blocks (off-diagonal)."""
+    n = x.shape[0]
+    cuts = [(i0, min(n, i0 + b)) for i0 in range(0, n, b)]
+    shares = {}
+    for a, (i0, i1) in enumerate(cuts):
+        for j0, j1 in cuts[a:]:
+            if j0 == i0:
+                part = _shares(model, x[i0:i1], params)
+            else:
+                part = _shares(model, np.concatenate([x[i0:i1], x[j0:j1]]), params)
+            k = i1 - i0
+            for name, g in part.items():
+                G = shares.setdefault(name, np.zeros((n, n), dtype=g.dtype))
+                if j0 == i0:                       # its upper triangle, mirrored: G exactly symmetric
+                    G[i0:i1, i0:i1] = np.triu(g) + np.triu(g, 1).T
+                else:
+                    G[i0:i1, j0:j1] = g[:k, k:]
+                    G[j0:j1, i0:i1] = g[:k, k:].T      # mirrored: G stays exactly symmetric
+    return shares
 
 
 def per_sample_gradients(model, x):

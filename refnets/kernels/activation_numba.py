@@ -163,11 +163,11 @@ def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     """z ← σ(z) in place; returns z. C-contiguous z: the Numba kernel (module docstring; ~3× NumPy's
     ufuncs); non-contiguous z: the reference.
 
-    parallel=False keeps it on the calling thread. Between BLAS calls that is safer: with OpenBLAS's
-    default thread timeout (numpy imported before refnets, see refnets/__init__.py) its threads keep
-    spinning for ~0.1 s after a product, and a parallel region started then competes with them for
-    the cores (measured so: the Du ResNet NTK, whose Softplus′ is σ, took 1.4× longer with the
-    parallel kernel than with NumPy, and 0.92× with the serial one). Same values either way.
+    parallel=False keeps it on the calling thread. Between BLAS calls that is safer: after a parallel
+    region Numba's OpenMP workers keep spinning for a while, and an OpenBLAS product started then
+    shares the cores with them (a GD step of Du's ResNet, whose Softplus′ is σ, took 1.6× longer with
+    the parallel kernels, A/B in one process); likewise OpenBLAS's own threads spin after a product
+    unless OPENBLAS_THREAD_TIMEOUT is low (refnets/__init__.py). Same values either way.
     """
     if _nb is None or not z.flags.c_contiguous:
         return _ref.logistic_inplace(z)

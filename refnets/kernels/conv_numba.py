@@ -671,7 +671,7 @@ def _gram_weight(x, D4, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, nkb, kb, nrb, ns
             r0 = g * Kg + (it - g * nkb) * kb
             for n in range(N):
                 _im2col_rows(x, n, r0, kh, kw, sh, sw, pt, pl, dh, dw, Ho, Wo, Xb)
-                J[n] = np.dot(D4[n, g], Xb.T)
+                np.dot(D4[n, g], Xb.T, J[n])               # into J: no temporary per sample
             for bi in range(nrb):
                 i0, i1 = bi * N // nrb, (bi + 1) * N // nrb
                 for bj in range(bi, nrb):

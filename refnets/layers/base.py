@@ -127,7 +127,7 @@ class Layer:
         check_dout(self.name, dout, self._out_shape, self._out_dtype)
         dx, grads = self._backward(dout, self.cache)
         self.grads = grads
-        self._dout = dout
+        self._dout = dout if self.params else None     # only gram() reads it: keep no other layer's alive
         return dx
 
     def gram(self) -> dict[str, np.ndarray]:
