@@ -38,11 +38,10 @@ def empirical_ntk(model, x, per_layer=False, params=None, block=None):
     -------
     (N, N) symmetric PSD array, or the dict of shares.
     """
+    from ._validate import positive_int
+
     n = x.shape[0]
-    if block is not None and (isinstance(block, (bool, np.bool_)) or not isinstance(block, (int, np.integer))
-                              or block < 1):
-        raise ValueError(f"empirical_ntk: block must be None or a positive number of samples, got {block!r}")
-    if block is None or block >= n:
+    if block is None or positive_int("empirical_ntk", "block", block) >= n:
         shares = _shares(model, x, params)
     else:
         shares = _shares_by_blocks(model, x, params, int(block))

@@ -56,7 +56,7 @@ def test_blocks_hold_fewer_activations():
 @pytest.mark.parametrize("bad", [0, -2, 2.5, True, "4"])
 def test_bad_block_is_refused(bad):
     model, x = _models()[0]
-    with pytest.raises(ValueError, match="empirical_ntk: block must be None or a positive number"):
+    with pytest.raises(ValueError, match="empirical_ntk: block must be a positive integer"):
         empirical_ntk(model, x, block=bad)
 
 
