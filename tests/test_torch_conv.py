@@ -125,6 +125,18 @@ def test_conv2d_winograd_matches_torch(cin, cout, padding, hw):
         compare(layer, (3, cin) + hw, padding == "same", rng, dtype, tol)
 
 
+@pytest.mark.parametrize("cin, cout, padding, L", [(16, 24, (2, 1), 9), (32, 16, "same", 8), (16, 16, 0, 3)])
+def test_conv1d_winograd_matches_torch(cin, cout, padding, L):
+    """q = 3 stride-1 layers with enough channels run the Winograd F(2, 3) kernels: same values as
+    PyTorch's direct convolution (odd and even outputs, asymmetric padding, a single output)."""
+    from refnets.kernels import choose_strategy
+    assert choose_strategy(cin, cout, (1, 3)) == "winograd1d"
+    rng = np.random.default_rng(cin + cout + L)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 5e-6)):
+        layer = Conv1d(cin, cout, 3, padding=padding, rng=0, dtype=dtype)
+        compare(layer, (3, cin, L), padding == "same", rng, dtype, tol, one_d=True)
+
+
 def test_conv1d_matches_torch():
     rng = np.random.default_rng(11)
     for i in range(30):
