@@ -127,3 +127,24 @@ def test_layer_softplus_takes_the_kernel_on_large_arrays(rng):
     got = softplus(z)
     assert np.array_equal(z, keep) and got.shape == z.shape
     assert np.array_equal(got, AN.softplus_inplace(np.ascontiguousarray(z)))
+
+
+def test_softplus_parallel_path_gives_the_serial_bits(rng):
+    big = rng.standard_normal(AN._MIN_THREADED + 4097) * 30
+    assert np.array_equal(AN.softplus_inplace(big.copy()), AN.softplus_inplace(big.copy(), parallel=False))
+
+
+def test_layers_run_the_kernels_on_all_threads_for_feature_maps_only(rng, monkeypatch):
+    """Feature maps (ndim ≥ 3, between Numba convolutions) take the parallel kernels; (N, features)
+    matrices (between OpenBLAS products) the calling thread. Same values either way."""
+    from refnets.layers import activations as A
+    calls = []
+    for name in ("logistic_inplace", "softplus_inplace"):
+        real = getattr(A, name)
+        monkeypatch.setattr(A, name, lambda z, parallel=True, _r=real: calls.append(parallel) or _r(z, parallel))
+    z3 = rng.standard_normal((4, 64, 300))
+    z2 = z3.reshape(4 * 64, 300)
+    a3, s3 = logistic(z3), softplus(z3)
+    a2, s2 = logistic(z2), softplus(z2)
+    assert calls == [True, True, False, False]
+    assert np.array_equal(a3.reshape(z2.shape), a2) and np.array_equal(s3.reshape(z2.shape), s2)

@@ -149,14 +149,18 @@ if _nb is not None:
                 _exp_neg_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
 
     @_nb.njit(cache=True, parallel=True, fastmath=_EXP_FM)
-    def _logistic_parallel(z):
+    def _parallel(z, softplus):
+        """As :func:`_serial`, _SLOTS slots of consecutive blocks shared out over the threads."""
         nblocks = (z.size + _BLOCK - 1) // _BLOCK
         for s in _nb.prange(_SLOTS):
             p = np.empty(_BLOCK, dtype=np.float64)
             bits = np.empty(_BLOCK, dtype=np.int64)
             for b in range(s * nblocks // _SLOTS, (s + 1) * nblocks // _SLOTS):
                 lo = b * _BLOCK
-                _exp_neg_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
+                if softplus:
+                    _softplus_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
+                else:
+                    _exp_neg_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
 
 
 def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
@@ -164,10 +168,10 @@ def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     ufuncs); non-contiguous z: the reference.
 
     parallel=False keeps it on the calling thread. Between BLAS calls that is safer: after a parallel
-    region Numba's OpenMP workers keep spinning for a while, and an OpenBLAS product started then
+    region Numba's OpenMP workers keep spinning for a few ms, and an OpenBLAS product started then
     shares the cores with them (a GD step of Du's ResNet, whose Softplus′ is σ, took 1.6× longer with
-    the parallel kernels, A/B in one process); likewise OpenBLAS's own threads spin after a product
-    unless OPENBLAS_THREAD_TIMEOUT is low (refnets/__init__.py). Same values either way.
+    the parallel kernels, A/B in one process; the layers choose by the array's ndim:
+    ``refnets.layers.activations._parallel_ok``). Same values either way.
     """
     if _nb is None or not z.flags.c_contiguous:
         return _ref.logistic_inplace(z)
@@ -175,16 +179,20 @@ def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     if flat.size < _MIN_THREADED or not parallel:
         _serial(flat, False)
     else:
-        _logistic_parallel(flat)
+        _parallel(flat, False)
     return z
 
 
-def softplus_inplace(z: np.ndarray) -> np.ndarray:
-    """z ← log(1 + e^{z}) in place, on the calling thread; returns z. C-contiguous z: the Numba kernel
-    (module docstring); non-contiguous z: the reference."""
+def softplus_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
+    """z ← log(1 + e^{z}) in place; returns z. C-contiguous z: the Numba kernel (module docstring);
+    non-contiguous z: the reference. parallel as for :func:`logistic_inplace`."""
     if _nb is None or not z.flags.c_contiguous:
         return _ref.softplus_inplace(z)
-    _serial(z.reshape(-1), True)
+    flat = z.reshape(-1)
+    if flat.size < _MIN_THREADED or not parallel:
+        _serial(flat, True)
+    else:
+        _parallel(flat, True)
     return z
 
 

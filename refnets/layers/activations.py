@@ -119,8 +119,22 @@ KERNEL_MIN_SIZE = 4096
 
 
 def _takes_kernel(z):
-    """Whether σ or softplus of z runs in the Numba kernel (on a C-ordered copy, z stays cached)."""
+    """Whether σ or softplus of z runs in the Numba kernel (on a C-ordered copy, z stays cached);
+    on all threads or the calling one: :func:`_parallel_ok`."""
     return z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64)
+
+
+PARALLEL_MIN_NDIM = 3
+
+
+def _parallel_ok(z):
+    """Whether the kernel may run on all threads: for feature maps (ndim ≥ PARALLEL_MIN_NDIM).
+
+    A Numba parallel region leaves its OpenMP workers spinning for a few ms. Feature maps sit
+    between refnets' Numba convolution kernels, which put those workers straight back to work; an
+    (N, features) matrix sits between dense layers' OpenBLAS products, which would share the cores
+    with them (a GD step of Du's ResNet took 1.6× longer with parallel kernels, A/B in one process)."""
+    return z.ndim >= PARALLEL_MIN_NDIM
 
 
 def logistic(z):
@@ -128,7 +142,7 @@ def logistic(z):
     ≤ 4e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
     if _takes_kernel(z):
-        return logistic_inplace(np.array(z, order="C"), parallel=False)   # between BLAS calls: see there
+        return logistic_inplace(np.array(z, order="C"), parallel=_parallel_ok(z))
     with np.errstate(under="ignore"):  # e^{-|z|} underflowing to 0 is the exact limit
         e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
@@ -139,7 +153,7 @@ def softplus(z):
     arrays, ≤ 1e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
     if _takes_kernel(z):
-        return softplus_inplace(np.array(z, order="C"))
+        return softplus_inplace(np.array(z, order="C"), parallel=_parallel_ok(z))
     with np.errstate(under="ignore"):
         return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))).astype(z.dtype, copy=False)
 
