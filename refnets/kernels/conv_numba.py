@@ -812,11 +812,11 @@ def _backward(dout, x, x_shape, W, stride, padding, dilation, groups, need_dx, n
     strat = _strategy(strategy, W.shape, G, (sh, sw), (dh, dw))
     if strat == "winograd":
         from .conv_winograd import winograd_backward
-        xw = x if need_dw else np.empty(x_shape, dtype=dt)            # only its shape is read
+        xw = x if need_dw else np.broadcast_to(np.zeros((), dt), x_shape)   # only its shape is read: no memory
         return winograd_backward(dout, xw, W, (pt, pb, pl, pr), need_dx=need_dx, need_dw=need_dw)
     if strat == "winograd1d":
         from .conv_winograd1d import winograd1d_backward
-        xw = x if need_dw else np.empty(x_shape, dtype=dt)            # only its shape is read
+        xw = x if need_dw else np.broadcast_to(np.zeros((), dt), x_shape)   # only its shape is read: no memory
         return winograd1d_backward(dout, xw, W, (pt, pb, pl, pr), need_dx=need_dx, need_dw=need_dw)
     dx = np.empty(x_shape, dtype=dt) if need_dx else np.empty((0, 0, 0, 0), dtype=dt)
     if not need_dw:

@@ -588,7 +588,7 @@ def winograd_backward(dout, x, W, padding, need_dx=True, need_dw=True):
     """
     dout = np.ascontiguousarray(dout)
     dt = dout.dtype
-    x = np.ascontiguousarray(x, dtype=dt)
+    x = np.ascontiguousarray(x, dtype=dt) if need_dw else x          # without dW only x's shape is read
     W = np.ascontiguousarray(W, dtype=dt)
     _check(x, W, "winograd_backward")
     N, C, H, Wd = x.shape

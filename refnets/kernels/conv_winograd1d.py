@@ -227,10 +227,20 @@ def _chunks(R, per_row, dw_bytes=0):
     return max(1, min(CHUNK_BYTES // max(per_row, 1), -(-R // slots))), slots
 
 
-def weight_transform(W):
-    """U (4, C_out, C_in) with U[ξ, o, c] = (G W[o, c, 0])[ξ]; W (C_out, C_in, 1, 3). In float64."""
-    U = np.asarray(W, dtype=np.float64)[:, :, 0, :] @ G.T                 # (C_out, C_in, 4)
-    return np.ascontiguousarray(U.transpose(2, 0, 1))
+def weight_transform(W, dtype=np.float64):
+    """U (4, C_out, C_in) with U[ξ, o, c] = (G W[o, c, 0])[ξ]; W (C_out, C_in, 1, 3).
+
+    Written plane by plane into U (no (C_out, C_in, 4) temporaries: U is 4/3 the size of W)."""
+    w = np.asarray(W)[:, :, 0, :]
+    U = np.empty((4,) + w.shape[:2], dtype=dtype)
+    U[0] = w[..., 0]
+    U[3] = w[..., 2]
+    np.add(w[..., 0], w[..., 2], out=U[1])
+    U[2] = U[1]
+    U[1] += w[..., 1]
+    U[2] -= w[..., 1]
+    U[1:3] *= 0.5                                                     # rows 1 and 2 of G: ½(g0 ± g1 + g2)
+    return U
 
 
 def winograd1d_forward(x, W, b, padding):
@@ -260,7 +270,7 @@ def winograd1d_forward(x, W, b, padding):
     out[:, :, pt + H:] = bb[:, None, None]
     if N * H == 0:
         return out
-    U = weight_transform(W).astype(x.dtype)
+    U = weight_transform(W, x.dtype)
     nc, slots = _chunks(N * H, 4 * (C + Co) * T * x.itemsize)
     with _one_blas_thread(), _serial_if_tiny(N * H * Co * C * 3 * Lout):
         _w1_forward(x, U, bb, pt, int(padding[2]), T, nc, slots, out)
@@ -288,7 +298,7 @@ def winograd1d_backward(dout, x, W, padding, need_dx=True, need_dw=True):
     dt = dout.dtype
     if dt not in (np.float32, np.float64):
         raise ValueError(f"winograd1d conv: winograd1d_backward needs float32 or float64 arrays, got {dt}")
-    x = np.ascontiguousarray(x, dtype=dt)
+    x = np.ascontiguousarray(x, dtype=dt) if need_dw else x          # without dW only x's shape is read
     Ho, Lout, T = _geometry(x.shape, np.shape(W), padding, "winograd1d_backward")
     N, C, H, _ = x.shape
     Co = W.shape[0]
@@ -299,7 +309,7 @@ def winograd1d_backward(dout, x, W, padding, need_dx=True, need_dw=True):
     dx = np.empty(x.shape, dtype=dt) if need_dx else None           # every entry is written
     if N * H == 0:
         return dx, (np.zeros(W.shape, dtype=dt) if need_dw else None), db.astype(dt)
-    U = weight_transform(W).astype(dt)
+    U = weight_transform(W, dt)
     xk = x if need_dw else np.empty((1, C, 1, 1), dtype=dt)           # not read; only its geometry is
     nc, slots = _chunks(N * H, 4 * (C + Co) * T * dt.itemsize, 4 * Co * C * dt.itemsize if need_dw else 0)
     dUpart = np.empty((slots, 4, Co, C) if need_dw else (slots, 0, 0, 0), dtype=dt)
