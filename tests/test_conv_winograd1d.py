@@ -110,6 +110,9 @@ def test_need_flags(dtype):
     np.testing.assert_array_equal(dW2, dW)
     np.testing.assert_array_equal(db1, db)
     np.testing.assert_array_equal(db2, db)
+    dx3, dW3, db3 = W1.winograd1d_backward(d, x, Wt, pad, need_dx=False, need_dw=False)
+    assert dx3 is None and dW3 is None
+    np.testing.assert_array_equal(db3, db)
 
 
 @pytest.mark.parametrize("slots, chunk", [(2, 1 << 30), (2, 1), (3, 2_000), (1, 1 << 30)])

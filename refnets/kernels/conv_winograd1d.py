@@ -307,7 +307,7 @@ def winograd1d_backward(dout, x, W, padding, need_dx=True, need_dw=True):
     db = np.empty(Co, dtype=np.float64)
     _sum_bias(dout.reshape(N, Co, Ho * Lout), db)
     dx = np.empty(x.shape, dtype=dt) if need_dx else None           # every entry is written
-    if N * H == 0:
+    if N * H == 0 or not (need_dx or need_dw):
         return dx, (np.zeros(W.shape, dtype=dt) if need_dw else None), db.astype(dt)
     U = weight_transform(W, dt)
     xk = x if need_dw else np.empty((1, C, 1, 1), dtype=dt)           # not read; only its geometry is
