@@ -5,21 +5,18 @@ float64 on the same float32 inputs; measured ≤ 3e-7).
 
 Geometries: odd and even L_out (the last tile half outside), L_in smaller than the kernel,
 asymmetric and one-sided padding, padded rows (pt, pb > 0: bias only), several input rows (H > 1),
-N = C = C_out = 1, and batches that end in a partial chunk.
+N = C = C_out = 1, and batches that end in a partial chunk. That one and two threads give the same
+bits is tested with the other strategies in test_determinism.py.
 """
-import numba
 import numpy as np
 import pytest
 
 from refnets.kernels import conv_numba as K
 from refnets.kernels import conv_reference as R
 from refnets.kernels import conv_winograd1d as W1
+from test_conv_winograd import reference, rel     # the 2-D kernels' test: float64 reference, max-relative error
 
 S1 = (1, 1)
-
-
-def rel(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 # (N, C_in, C_out, H, L, (pt, pb, pl, pr))
@@ -60,14 +57,6 @@ def make(cfg, dtype, seed=0):
     b = rng.standard_normal(Co).astype(dtype)
     d = rng.standard_normal((N, Co, H + pad[0] + pad[1], L + pad[2] + pad[3] - 2)).astype(dtype)
     return x, Wt, b, d, pad
-
-
-def reference(x, Wt, b, d, pad):
-    """forward, dx, dW, db of the reference kernels, in float64."""
-    x, Wt, b, d = (a.astype(np.float64) for a in (x, Wt, b, d))
-    geo = (S1, pad, S1, 1)
-    return (R.conv2d_forward(x, Wt, b, *geo), R.conv2d_grad_input(d, Wt, x.shape, *geo),
-            R.conv2d_grad_weight(d, x, Wt.shape, *geo), R.conv2d_grad_bias(d))
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
@@ -126,23 +115,6 @@ def test_chunks(monkeypatch, slots, chunk):
     got = (W1.winograd1d_forward(x, Wt, b, pad),) + W1.winograd1d_backward(d, x, Wt, pad)
     for g, r in zip(got, want):
         assert rel(g, r) < 1e-12
-
-
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_thread_count_does_not_change_bits(dtype):
-    """Large enough for the parallel path (> SERIAL_MAX_MACS); 40 rows in 16 slots of 2 or 3."""
-    x, Wt, b, d, pad = make((20, 24, 20, 2, 33, (0, 1, 1, 1)), dtype)
-    old = numba.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            results.append((W1.winograd1d_forward(x, Wt, b, pad),) + W1.winograd1d_backward(d, x, Wt, pad))
-    finally:
-        numba.set_num_threads(old)
-    for a, c in zip(*results):
-        np.testing.assert_array_equal(a, c)
 
 
 def test_empty_batch():

@@ -89,6 +89,16 @@ def _row(r, H):
     return n, r - n * H
 
 
+@njit(cache=True, inline="always")
+def _input_transform(x, c0, m, H, pl, T, row, V):
+    """V (4, C, m·T) ← Bᵀ d for every tile of the m input rows c0 … c0 + m − 1, channel by channel."""
+    for c in range(x.shape[1]):
+        for j in range(m):
+            n, h = _row(c0 + j, H)
+            _fill_row(x[n, c, h], pl, row)
+            _input_tiles(row, T, V, c, j * T)
+
+
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def _w1_forward(x, U, b, pt, pl, T, nc, nslots, out):
     """out[n, :, pt + h] for every input row (n, h): chunks of nc rows per slot, 4 GEMMs per chunk."""
@@ -105,11 +115,7 @@ def _w1_forward(x, U, b, pt, pl, T, nc, nslots, out):
             m = min(nc, r1 - c0)
             V = Vbuf[:4 * C * m * T].reshape((4, C, m * T))    # contiguous for any m: V[ξ] feeds BLAS
             M = Mbuf[:4 * Co * m * T].reshape((4, Co, m * T))
-            for c in range(C):
-                for j in range(m):
-                    n, h = _row(c0 + j, H)
-                    _fill_row(x[n, c, h], pl, row)
-                    _input_tiles(row, T, V, c, j * T)
+            _input_transform(x, c0, m, H, pl, T, row, V)
             for xi in range(4):
                 np.dot(U[xi], V[xi], M[xi])
             for j in range(m):
@@ -165,11 +171,7 @@ def _w1_backward(dout, x, U, pt, pl, H, T, nc, need_dx, need_dw, dx, dUpart):
                         d3[t] = -y1
             if need_dw:
                 V = Vbuf[:4 * C * m * T].reshape((4, C, m * T))
-                for c in range(C):
-                    for j in range(m):
-                        n, h = _row(c0 + j, H)
-                        _fill_row(x[n, c, h], pl, row)
-                        _input_tiles(row, T, V, c, j * T)
+                _input_transform(x, c0, m, H, pl, T, row, V)
                 for xi in range(4):
                     np.dot(dM[xi], V[xi].T, tmp)
                     _add_into(dUpart[slot, xi], tmp)
