@@ -39,13 +39,20 @@ def median_time(f, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def alternating_medians(f_ref, f_torch, repeats: int, min_time: float = 0.0, warm_torch: bool = True):
+def alternating_medians(f_ref, f_torch, repeats: int, min_time: float = 0.0, warm_torch: bool = True,
+                        lead_in: bool = True):
     """(median refnets seconds, median torch seconds, all refnets, all torch) per call.
 
     The two calls alternate. With ``min_time`` > 0 each repeat runs a call enough times to last
     about that long (short calls are timed in batches); with 0 each repeat is one call. Both are
     called once first (Numba compilation, allocators) unless ``warm_torch`` is False (a torch call
     that takes minutes).
+
+    ``lead_in`` (single calls only): each timed call follows an untimed call of the same library,
+    as in a training loop, step after step. Without it every timed call follows the other library's,
+    and inherits its idle threads: PyTorch's OpenMP workers spin for a few ms after its ops and take
+    a core from the OpenBLAS products that follow (a Du ResNet GD step of refnets: 85 ms after its
+    own step, 89–91 ms after PyTorch's; PyTorch's is not slowed by refnets').
     """
     f_ref()
     if warm_torch:
@@ -62,6 +69,8 @@ def alternating_medians(f_ref, f_torch, repeats: int, min_time: float = 0.0, war
     tr, tt = [], []
     for _ in range(repeats):
         for f, n, ts in ((f_ref, n_ref, tr), (f_torch, n_torch, tt)):
+            if lead_in and n == 1:
+                f()
             t0 = time.perf_counter()
             for _ in range(n):
                 f()

@@ -86,7 +86,8 @@ def run(quick=False) -> list:
         return gd_step(model, x, y, lam, c_n)
 
     # both warm up first in quick mode; at n = 1000 one torch step takes seconds, so it is not repeated
-    r, t, tr, tt = alternating_medians(ref, tstep, 5, warm_torch=quick)
+    # (nor led in: a few ms of the other library's idle threads do not matter to steps of seconds)
+    r, t, tr, tt = alternating_medians(ref, tstep, 5, warm_torch=quick, lead_in=False)
     name = f"kohler GD step K_n={K_N} L=2 k=(4,1) M=3 n={n} {D}x{D}"
     return [{"name": name, "dtype": "float64", "refnets_s": r, "torch_s": t, "ratio": t / r,
              "refnets_all_s": tr, "torch_all_s": tt}]

@@ -17,13 +17,18 @@ import _timing  # noqa: E402
 def test_alternating_medians_alternates_warms_up_and_counts_repeats():
     calls = []
     r, t, tr, tt = _timing.alternating_medians(lambda: calls.append("r"), lambda: calls.append("t"), 4)
-    assert calls == ["r", "t"] + ["r", "t"] * 4           # one warm-up each, then strictly alternating
+    # one warm-up each, then alternating, each timed call led in by an untimed one of the same library
+    assert calls == ["r", "t"] + ["r", "r", "t", "t"] * 4
     assert len(tr) == len(tt) == 4 and r >= 0 and t >= 0
+    calls.clear()
+    _timing.alternating_medians(lambda: calls.append("r"), lambda: calls.append("t"), 3, lead_in=False)
+    assert calls == ["r", "t"] + ["r", "t"] * 3           # strictly alternating
 
 
 def test_alternating_medians_can_skip_the_torch_warm_up_and_batch_short_calls():
     calls = []
-    _timing.alternating_medians(lambda: calls.append("r"), lambda: calls.append("t"), 2, warm_torch=False)
+    _timing.alternating_medians(lambda: calls.append("r"), lambda: calls.append("t"), 2, warm_torch=False,
+                                lead_in=False)
     assert calls == ["r"] + ["r", "t"] * 2                 # no warm-up call of the slow side
     n = []
     _timing.alternating_medians(lambda: n.append(1), lambda: None, 3, min_time=1e-3)
