@@ -173,26 +173,24 @@ def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     the parallel kernels, A/B in one process; the layers choose by the array's ndim:
     ``refnets.layers.activations._parallel_ok``). Same values either way.
     """
-    if _nb is None or not z.flags.c_contiguous:
-        return _ref.logistic_inplace(z)
-    flat = z.reshape(-1)
-    if flat.size < _MIN_THREADED or not parallel:
-        _serial(flat, False)
-    else:
-        _parallel(flat, False)
-    return z
+    return _run(z, parallel, False, _ref.logistic_inplace)
 
 
 def softplus_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     """z ← log(1 + e^{z}) in place; returns z. C-contiguous z: the Numba kernel (module docstring);
     non-contiguous z: the reference. parallel as for :func:`logistic_inplace`."""
+    return _run(z, parallel, True, _ref.softplus_inplace)
+
+
+def _run(z, parallel, softplus, reference):
+    """The kernel on C-contiguous z (on all threads if parallel and large enough), else the reference."""
     if _nb is None or not z.flags.c_contiguous:
-        return _ref.softplus_inplace(z)
+        return reference(z)
     flat = z.reshape(-1)
     if flat.size < _MIN_THREADED or not parallel:
-        _serial(flat, True)
+        _serial(flat, softplus)
     else:
-        _parallel(flat, True)
+        _parallel(flat, softplus)
     return z
 
 
