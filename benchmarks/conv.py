@@ -2,7 +2,8 @@
 
     python benchmarks/conv.py [--quick] [--json FILE]
 
-The shapes of the convolution issue (#2), float64 and float32. One timed call is the layer's
+The shapes of the convolution issue (#2) and the layer of Du et al.'s convolutional ResNet (a
+Conv1d, run as a 1-row Conv2d), float64 and float32. One timed call is the layer's
 forward plus its backward (dx, dW, db) — ``refnets.layers.conv.conv2d_forward`` and
 ``conv2d_backward`` against ``torch.nn.functional.conv2d`` and ``torch.autograd.grad``. Both
 libraries run on 2 threads (``torch.set_num_threads(2)``, ``numba.set_num_threads(2)``); the
@@ -15,8 +16,8 @@ reported as a record; for the channel-heavy shapes (C_in/G ≥ 16) a "GEMM fract
 ratio = achieved GFLOP/s / GEMM GFLOP/s. Each name ends with the strategy the dispatch chose
 (:func:`refnets.kernels.choose_strategy`). GFLOP/s always count the direct convolution's
 multiply-adds (the usual "effective" rate, for PyTorch too): the Winograd kernels of the 3×3
-stride-1 shapes do 2.25× fewer multiplications in their GEMMs, so their effective rate can pass
-the GEMM rate.
+stride-1 shapes do 2.25× fewer multiplications in their GEMMs (the 1-D ones of the Conv1d 1.5×),
+so their effective rate can pass the GEMM rate.
 """
 from __future__ import annotations
 
@@ -36,14 +37,17 @@ SHAPES = [
     ("N128 C64->64 16x16 k3", (128, 64, 16, 16), (64, 64, 3, 3), 1, 0, 1),
     ("N256 G128 1->4 16x16 k3 (Kohler K_n)", (256, 128, 16, 16), (512, 1, 3, 3), 1, 0, 128),
     ("N16 C8->16 31x31 k3 s2", (16, 8, 31, 31), (16, 8, 3, 3), 2, 0, 1),
+    # Du et al.'s conv ResNet layer: a Conv1d (q = 3, "same") as a 1-row Conv2d, padding (H, W)
+    ("N64 C256->256 L64 q3 (Du Conv1d)", (64, 256, 1, 64), (256, 256, 1, 3), 1, (0, 1), 1),
 ]
 
 
 def _flops(xs, ws, stride, padding, groups):
     N, C, H, W = xs
     Co, Cg, kh, kw = ws
-    Ho = (H + 2 * padding - kh) // stride + 1
-    Wo = (W + 2 * padding - kw) // stride + 1
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    Ho = (H + 2 * ph - kh) // stride + 1
+    Wo = (W + 2 * pw - kw) // stride + 1
     return 3 * 2.0 * N * Co * Ho * Wo * Cg * kh * kw          # forward, dx, dW
 
 
