@@ -6,8 +6,8 @@ One forward and one backward with ``dout = 1`` per sample give every sample's se
 ∂u_i/∂(layer output) at once (samples never interact; the backward runs in
 :func:`refnets.layers.base.sensitivities_only`, so no parameter gradient is formed), and each
 layer turns its cached input and those sensitivities into its exact share (dense:
-(ΔΔᵀ) ⊙ (XXᵀ); convolution: the trace form). No per-sample Jacobian of the whole network is ever
-formed.
+(ΔΔᵀ) ⊙ (XXᵀ); convolution: the per-sample or the trace form, whichever costs less). No per-sample
+Jacobian of the whole network is ever formed.
 
 ``block=b`` trades time for memory: G is assembled from passes over pairs of sample blocks, so only
 2b samples' activations are held at a time (the memory-bounded mode of performance issue #7).
