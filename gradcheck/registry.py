@@ -327,8 +327,9 @@ _CONV1D = {
     "Conv1d[same,k4]": (2, 2, 4, (1, 2, 7), dict(padding="same")),
     "Conv1d[valid]": (1, 2, 3, (2, 1, 6), dict(padding="valid")),
     "Conv1d[groups2]": (4, 2, 3, (2, 4, 6), dict(groups=2, bias=False, scale=0.5)),
-    # q = 3, stride 1, enough channels: the Winograd F(2, 3) kernels (odd output, asymmetric padding)
-    "Conv1d[winograd1d]": (16, 16, 3, (1, 16, 6), dict(padding=(2, 1))),
+    # q = 3, stride 1, enough channels: the Winograd kernels, F(4, 3) in float64 from 16 rows on
+    # (odd output, a half-empty last tile, asymmetric padding)
+    "Conv1d[winograd1d]": (16, 16, 3, (16, 16, 2), dict(padding=(2, 1))),
 }
 for _name, (_ci, _co, _k, _xs, _kw) in _CONV2D.items():
     register(_name, _conv("Conv2d", _ci, _co, _k, _xs, **_kw), kind="layer", cls="Conv2d",

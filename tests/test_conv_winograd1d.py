@@ -1,7 +1,10 @@
-"""The Winograd F(2, 3) kernels for 1×3 kernels (Conv1d) equal the NumPy reference kernels.
+"""The Winograd F(m, 3) kernels for 1×3 kernels (Conv1d) equal the NumPy reference kernels.
 
-float64 to 1e-12 relative; float32 to 1e-5 relative to the reference's max|·| (the reference runs in
-float64 on the same float32 inputs; measured ≤ 3e-7).
+Both tile sizes, m = 2 and m = 4, and the default (tile_size()); float64 to 1e-12 relative; float32
+to 1e-5 relative to the reference's max|·| (the reference runs in float64 on the same float32
+inputs; measured ≤ 3e-7 with m = 2, ≤ 6e-7 with m = 4, 3e-6 at C = 256). The transforms come from the Cook–Toom
+construction in exact arithmetic (tested for several F(m, r)); the kernels' hand-written transforms
+are tested through the results.
 
 Geometries: odd and even L_out (the last tile half outside), L_in smaller than the kernel,
 asymmetric and one-sided padding, padded rows (pt, pb > 0: bias only), several input rows (H > 1),
@@ -59,13 +62,14 @@ def make(cfg, dtype, seed=0):
     return x, Wt, b, d, pad
 
 
+@pytest.mark.parametrize("m", [None, 2, 4])
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[str(c) for c in CONFIGS])
-def test_matches_reference(cfg, dtype, tol):
+def test_matches_reference(cfg, dtype, tol, m):
     x, Wt, b, d, pad = make(cfg, dtype)
     want = reference(x, Wt, b, d, pad)
-    out = W1.winograd1d_forward(x, Wt, b, pad)
-    dx, dW, db = W1.winograd1d_backward(d, x, Wt, pad)
+    out = W1.winograd1d_forward(x, Wt, b, pad, m=m)
+    dx, dW, db = W1.winograd1d_backward(d, x, Wt, pad, m=m)
     for name, got, ref in zip(("out", "dx", "dW", "db"), (out, dx, dW, db), want):
         assert got.dtype == dtype and got.shape == ref.shape, name
         assert rel(got, ref) < tol, (name, rel(got, ref))
@@ -104,15 +108,17 @@ def test_need_flags(dtype):
     np.testing.assert_array_equal(db3, db)
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("slots, chunk", [(2, 1 << 30), (2, 1), (3, 2_000), (1, 1 << 30)])
-def test_chunks(monkeypatch, slots, chunk):
+def test_chunks(monkeypatch, slots, chunk, m):
     """Several rows per chunk, a short last chunk (the per-slot buffers cut to it), one row per chunk
     and all rows in one chunk all give the reference (float64)."""
     monkeypatch.setattr(W1, "MAX_SLOTS", slots)
+    monkeypatch.setattr(W1, "MIN_SLOT_ROWS", 1)
     monkeypatch.setattr(W1, "CHUNK_BYTES", chunk)
     x, Wt, b, d, pad = make((7, 3, 4, 2, 9, (1, 0, 2, 1)), np.float64)
     want = reference(x, Wt, b, d, pad)
-    got = (W1.winograd1d_forward(x, Wt, b, pad),) + W1.winograd1d_backward(d, x, Wt, pad)
+    got = (W1.winograd1d_forward(x, Wt, b, pad, m=m),) + W1.winograd1d_backward(d, x, Wt, pad, m=m)
     for g, r in zip(got, want):
         assert rel(g, r) < 1e-12
 
@@ -125,16 +131,52 @@ def test_empty_batch():
     assert dx.shape == x.shape and not dW.any() and not db.any()
 
 
-def test_weight_transform_and_the_algorithm():
-    """U = G g, and Aᵀ[(G g) ⊙ (Bᵀ d)] is the correlation of d (4) with g (3): the F(2, 3) identity."""
-    from refnets.kernels.conv_winograd import AT, BT, G
+def test_weight_transform_and_the_classic_matrices():
+    """m = 2 gives Lavin & Gray's F(2, 3) (conv_winograd's), with the sign of the point ∞ flipped;
+    U = G g plane by plane."""
+    from refnets.kernels import conv_winograd as W2
+    AT, G, BT = W1.winograd_matrices(2)
+    S = np.diag([1.0, 1.0, 1.0, -1.0])
+    np.testing.assert_array_equal(AT, W2.AT @ S)
+    np.testing.assert_array_equal(G, W2.G)
+    np.testing.assert_array_equal(BT, S @ W2.BT)
     rng = np.random.default_rng(1)
     Wt = rng.standard_normal((2, 3, 1, 3))
-    U = W1.weight_transform(Wt)
-    assert U.shape == (4, 2, 3)
-    np.testing.assert_allclose(U[:, 1, 2], G @ Wt[1, 2, 0], rtol=1e-15)
-    g, d4 = rng.standard_normal(3), rng.standard_normal(4)
-    np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d4)), np.correlate(d4, g, "valid"), rtol=1e-14)
+    for m in (2, 4):
+        G = W1.winograd_matrices(m)[1]
+        U = W1.weight_transform(Wt, np.float64, m)
+        assert U.shape == (m + 2, 2, 3)
+        np.testing.assert_allclose(U[:, 1, 2], G @ Wt[1, 2, 0], rtol=1e-15)
+        assert W1.weight_transform(Wt, np.float32, m).dtype == np.float32
+
+
+@pytest.mark.parametrize("m, r", [(1, 3), (2, 3), (3, 3), (4, 3), (5, 3), (6, 3), (2, 2), (3, 5), (4, 4)])
+def test_winograd_matrices_compute_the_correlation(m, r):
+    """Aᵀ[(G g) ⊙ (Bᵀ d)] = the m outputs of d (m + r − 1) correlated with g (r); Bᵀ is integer."""
+    AT, G, BT = W1.winograd_matrices(m, r)
+    a = m + r - 1
+    assert AT.shape == (m, a) and G.shape == (a, r) and BT.shape == (a, a)
+    np.testing.assert_array_equal(BT, np.round(BT))
+    rng = np.random.default_rng(m * 10 + r)
+    for _ in range(3):
+        g, d = rng.standard_normal(r), rng.standard_normal(a)
+        want = np.correlate(d, g, "valid")
+        assert rel(AT @ ((G @ g) * (BT @ d)), want) < 1e-13
+    # a wrong point set must break it: the identity is not a tautology of the test
+    AT2 = AT.copy()
+    AT2[0, 0] += 1
+    assert rel(AT2 @ ((G @ g) * (BT @ d)), want) > 1e-3
+
+
+def test_tile_size_and_bad_m():
+    assert W1.tile_size(np.float64, W1.MIN_ROWS_M4) == 4
+    assert W1.tile_size(np.float64, W1.MIN_ROWS_M4 - 1) == 2       # few rows: short GEMMs, U the larger
+    assert W1.tile_size(np.float32, 10 ** 6) == 2                  # float32 keeps the smaller error
+    x, Wt, b, d, pad = make(FIXED[0], np.float64)
+    with pytest.raises(ValueError, match="m = 2 or 4"):
+        W1.winograd1d_forward(x, Wt, b, pad, m=3)
+    with pytest.raises(ValueError, match="F\\(m, r\\) needs"):
+        W1.winograd_matrices(9)
 
 
 def test_applies():

@@ -24,8 +24,9 @@ Three strategies, one result
 ``"winograd"`` — Winograd F(2×2, 3×3) for 3×3 stride-1 kernels with enough channels, in
     :mod:`refnets.kernels.conv_winograd` (16 GEMMs over 4×4 transformed tiles, 2.25× fewer
     multiplications; its docstring has the algorithm and its accuracy).
-``"winograd1d"`` — Winograd F(2, 3) for 1×3 stride-1 kernels (Conv1d, q = 3) with enough channels,
-    in :mod:`refnets.kernels.conv_winograd1d` (4 GEMMs over 4-wide tiles, 1.5× fewer multiplications).
+``"winograd1d"`` — Winograd F(m, 3) for 1×3 stride-1 kernels (Conv1d, q = 3) with enough channels,
+    in :mod:`refnets.kernels.conv_winograd1d` (m + 2 GEMMs over tiles of m outputs: 2× fewer
+    multiplications with m = 4 in float64, 1.5× with m = 2 in float32).
 :func:`choose_strategy` picks one by the kernel and the channels per group; all are exact up to
 rounding and tested equal to the reference.
 
@@ -555,7 +556,7 @@ def choose_strategy(c_in_per_group: int, c_out_per_group: int, kernel_size=None,
       takes it (:func:`refnets.kernels.conv_winograd.applies`: 3×3, stride 1, no dilation, one group,
       enough channels): 2.25× fewer multiplications, 1.4–2× faster than im2col.
     * "winograd1d" (:mod:`refnets.kernels.conv_winograd1d`) likewise for 1×3 kernels (Conv1d with
-      q = 3; :func:`refnets.kernels.conv_winograd1d.applies`): 1.5× fewer multiplications, 1.3–1.8×
+      q = 3; :func:`refnets.kernels.conv_winograd1d.applies`): 1.5–2× fewer multiplications, 1.3–1.8×
       faster than im2col from 16 → 16 channels on.
     * "direct" at stride 1 when a group has few channel pairs (C_in/G · C_out/G ≤ DIRECT_MAX_PAIRS),
       or up to DIRECT_MAX_WIDE_PAIRS with at most DIRECT_MAX_COUT output channels: a group's GEMM has
