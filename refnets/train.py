@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import NonFiniteError
+from ._validate import NonFiniteError, all_finite
 from .layers.base import as_rng
 
 
@@ -131,7 +131,7 @@ def train(model, loss, x, y, optimizer, steps, batch_size=None, penalty=None, rn
                 value, grads = loss_and_grads(model, loss, xb, yb, penalty, scale)
         except NonFiniteError:
             value, grads = np.inf, {}
-        if not np.isfinite(value) or not all(np.all(np.isfinite(g)) for g in grads.values()):
+        if not np.isfinite(value) or not all(all_finite(g) for g in grads.values()):
             _restore(params, before)
             _diverged(k, last, optimizer, step_bound, trace)
         last = value
@@ -143,7 +143,7 @@ def train(model, loss, x, y, optimizer, steps, batch_size=None, penalty=None, rn
         before = {name: p.copy() for name, p in params.items()}
         with np.errstate(over="ignore", invalid="ignore"):
             optimizer.step(grads)
-        if not all(np.all(np.isfinite(p)) for p in params.values()):
+        if not all(all_finite(p) for p in params.values()):
             _restore(params, before)
             _diverged(k + 1, last, optimizer, step_bound, trace)
     trace["final_loss"] = last

@@ -141,10 +141,28 @@ def test_layers_run_the_kernels_on_all_threads_for_feature_maps_only(rng, monkey
     calls = []
     for name in ("logistic_inplace", "softplus_inplace"):
         real = getattr(A, name)
-        monkeypatch.setattr(A, name, lambda z, parallel=True, _r=real: calls.append(parallel) or _r(z, parallel))
+        monkeypatch.setattr(A, name, lambda z, parallel=True, out=None, _r=real: calls.append(parallel)
+                            or _r(z, parallel, out))
     z3 = rng.standard_normal((4, 64, 300))
     z2 = z3.reshape(4 * 64, 300)
     a3, s3 = logistic(z3), softplus(z3)
     a2, s2 = logistic(z2), softplus(z2)
     assert calls == [True, True, False, False]
     assert np.array_equal(a3.reshape(z2.shape), a2) and np.array_equal(s3.reshape(z2.shape), s2)
+
+
+@pytest.mark.parametrize("name", ["logistic_inplace", "softplus_inplace"])
+@pytest.mark.parametrize("parallel", [True, False])
+def test_out_of_place_equals_in_place_and_keeps_z(rng, name, parallel):
+    """out= writes the same bits as the in-place kernel and leaves z as it was (the layers use it:
+    no copy of z); specials (NaN, ±inf, z < −708) included. A wrong out is refused."""
+    kernel = getattr(AN, name)
+    z = rng.standard_normal(3 * 2048 + 17) * 40
+    z[[5, 700, 3000, 5000]] = [np.nan, np.inf, -np.inf, -745.0]
+    keep = z.copy()
+    out = np.empty_like(z)
+    assert kernel(z, parallel=parallel, out=out) is out
+    np.testing.assert_array_equal(z, keep)
+    np.testing.assert_array_equal(out, kernel(z.copy(), parallel=parallel))
+    with pytest.raises(ValueError, match="out must be a C-contiguous float64 array"):
+        kernel(z, out=np.empty(z.size - 1))

@@ -147,3 +147,25 @@ def test_float32_end_to_end(name):
         with pytest.raises(TypeError, match="float64") as e:
             layer.forward(x.astype(np.float64))
         _err_names(layer, e)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(70, 80), (4, 30, 600), (5000,)])     # serial, parallel (ndim 3), 1-D
+def test_all_finite_finds_every_bad_entry_in_large_arrays(shape, dtype):
+    """The Numba pass (from FINITE_KERNEL_MIN_SIZE entries) finds one NaN or ±inf anywhere, raises no
+    false alarm on huge finite values (x·0 cannot overflow), and a non-contiguous view takes NumPy."""
+    from refnets._validate import FINITE_KERNEL_MIN_SIZE, all_finite
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    assert x.size >= FINITE_KERNEL_MIN_SIZE and all_finite(x)
+    big = np.full(shape, np.finfo(dtype).max, dtype=dtype)
+    assert all_finite(big) and all_finite(-big)
+    for pos in (0, x.size // 2 + 1, x.size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y.reshape(-1)[pos] = bad
+            assert not all_finite(y), (pos, bad)
+            assert not all_finite(np.swapaxes(y, 0, -1))                 # non-contiguous: NumPy's test
+    with pytest.raises(ValueError, match=r"non-finite values \(first at index \(0, 1, 2\)"):
+        y = np.zeros((2, 64, 100))
+        y[0, 1, 2] = np.nan
+        rn.Conv1d(64, 8, 3, rng=0).forward(y)

@@ -98,26 +98,38 @@ if _nb is not None:
                 if zb[i] < -_T_MAX:
                     zb[i] = np.exp(np.float64(zb[i]))
 
+    @_nb.njit(cache=True, inline="always")
+    def _store(p, ob, m):
+        """ob[:m] ← p[:m]. The blocks compute into the scratch p, never into ob: were ob z itself (in
+        place), LLVM's runtime alias check would send the loop to its scalar version, whose FMA
+        contractions differ, and in place and out of place would differ in the last bit."""
+        for i in range(m):
+            ob[i] = p[i]
+
     @_nb.njit(cache=True, inline="always", fastmath=_EXP_FM)
-    def _exp_neg_block(z, lo, hi, p, bits):
-        """z[lo:hi] ← σ(z[lo:hi]) = 1/(1 + e^{−z}), with e^{−z} = 2^k·P(r) (module docstring);
-        p (float64) and bits (int64) are scratch buffers of at least hi − lo elements."""
+    def _exp_neg_block(z, out, lo, hi, p, bits):
+        """out[lo:hi] ← σ(z[lo:hi]) = 1/(1 + e^{−z}), with e^{−z} = 2^k·P(r) (module docstring); out may
+        be z. p (float64) and bits (int64) are scratch buffers of at least hi − lo elements."""
         zb = z[lo:hi]          # index with the loop variable only, or the wraparound test blocks SIMD
+        ob = out[lo:hi]
         m = hi - lo
         _exp_pass(zb, m, False, p, bits)
         scale = bits.view(np.float64)
         nlow = 0
         for i in range(m):
             v = zb[i]
-            zb[i] = _special_or(v, 1.0 / (1.0 + p[i] * scale[i]))
+            p[i] = _special_or(v, 1.0 / (1.0 + p[i] * scale[i]))
             if v < -_T_MAX:
                 nlow += 1
-        _below_t_max(zb, m, nlow)
+        _store(p, ob, m)
+        _below_t_max(ob, m, nlow)
 
     @_nb.njit(cache=True, inline="always", fastmath=_EXP_FM)
-    def _softplus_block(z, lo, hi, p, bits):
-        """z[lo:hi] ← log(1 + e^{z}) = max(z, 0) + log1p(e) with e = e^{−|z|} ∈ (0, 1] (module docstring)."""
+    def _softplus_block(z, out, lo, hi, p, bits):
+        """out[lo:hi] ← log(1 + e^{z}) = max(z, 0) + log1p(e) with e = e^{−|z|} ∈ (0, 1] (module
+        docstring); out may be z."""
         zb = z[lo:hi]
+        ob = out[lo:hi]
         m = hi - lo
         _exp_pass(zb, m, True, p, bits)
         scale = bits.view(np.float64)
@@ -132,24 +144,25 @@ if _nb is not None:
             q = 1.0 + w * (1.0 / 3 + w * (1.0 / 5 + w * (1.0 / 7 + w * (1.0 / 9 + w * (1.0 / 11 + w * (
                 1.0 / 13 + w * (1.0 / 15 + w * (1.0 / 17 + w * (1.0 / 19 + w * (1.0 / 21 + w * (
                     1.0 / 23 + w * (1.0 / 25 + w * (1.0 / 27 + w * (1.0 / 29 + w * (1.0 / 31 + w / 33)))))))))))))))
-            zb[i] = _special_or(v, max(np.float64(v), 0.0) + 2.0 * s * q)
+            p[i] = _special_or(v, max(np.float64(v), 0.0) + 2.0 * s * q)
             if v < -_T_MAX:
                 nlow += 1
-        _below_t_max(zb, m, nlow)
+        _store(p, ob, m)
+        _below_t_max(ob, m, nlow)
 
     @_nb.njit(cache=True, fastmath=_EXP_FM)
-    def _serial(z, softplus):
-        """z ← σ(z), or softplus(z), block by block on the calling thread."""
+    def _serial(z, out, softplus):
+        """out ← σ(z), or softplus(z), block by block on the calling thread (out may be z)."""
         p = np.empty(_BLOCK, dtype=np.float64)
         bits = np.empty(_BLOCK, dtype=np.int64)
         for lo in range(0, z.size, _BLOCK):
             if softplus:
-                _softplus_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
+                _softplus_block(z, out, lo, min(lo + _BLOCK, z.size), p, bits)
             else:
-                _exp_neg_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
+                _exp_neg_block(z, out, lo, min(lo + _BLOCK, z.size), p, bits)
 
     @_nb.njit(cache=True, parallel=True, fastmath=_EXP_FM)
-    def _parallel(z, softplus):
+    def _parallel(z, out, softplus):
         """As :func:`_serial`, _SLOTS slots of consecutive blocks shared out over the threads."""
         nblocks = (z.size + _BLOCK - 1) // _BLOCK
         for s in _nb.prange(_SLOTS):
@@ -158,14 +171,15 @@ if _nb is not None:
             for b in range(s * nblocks // _SLOTS, (s + 1) * nblocks // _SLOTS):
                 lo = b * _BLOCK
                 if softplus:
-                    _softplus_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
+                    _softplus_block(z, out, lo, min(lo + _BLOCK, z.size), p, bits)
                 else:
-                    _exp_neg_block(z, lo, min(lo + _BLOCK, z.size), p, bits)
+                    _exp_neg_block(z, out, lo, min(lo + _BLOCK, z.size), p, bits)
 
 
-def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
-    """z ← σ(z) in place; returns z. C-contiguous z: the Numba kernel (module docstring; ~3× NumPy's
-    ufuncs); non-contiguous z: the reference.
+def logistic_inplace(z: np.ndarray, parallel: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """z ← σ(z) in place, or out ← σ(z) (a C-contiguous array of z's shape and dtype; z is kept);
+    returns the result. C-contiguous z: the Numba kernel (module docstring; ~3× NumPy's ufuncs);
+    non-contiguous z: the reference. ``out`` saves the copy of z a caller would make to keep it.
 
     parallel=False keeps it on the calling thread. Between BLAS calls that is safer: after a parallel
     region Numba's OpenMP workers keep spinning for a few ms, and an OpenBLAS product started then
@@ -173,25 +187,34 @@ def logistic_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
     the parallel kernels, A/B in one process; the layers choose by the array's ndim:
     ``refnets.layers.activations._parallel_ok``). Same values either way.
     """
-    return _run(z, parallel, False, _ref.logistic_inplace)
+    return _run(z, parallel, False, _ref.logistic_inplace, out)
 
 
-def softplus_inplace(z: np.ndarray, parallel: bool = True) -> np.ndarray:
-    """z ← log(1 + e^{z}) in place; returns z. C-contiguous z: the Numba kernel (module docstring);
-    non-contiguous z: the reference. parallel as for :func:`logistic_inplace`."""
-    return _run(z, parallel, True, _ref.softplus_inplace)
+def softplus_inplace(z: np.ndarray, parallel: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """z ← log(1 + e^{z}) in place, or out ← log(1 + e^{z}); returns the result. C-contiguous z: the
+    Numba kernel (module docstring); non-contiguous z: the reference. parallel and out as for
+    :func:`logistic_inplace`."""
+    return _run(z, parallel, True, _ref.softplus_inplace, out)
 
 
-def _run(z, parallel, softplus, reference):
-    """The kernel on C-contiguous z (on all threads if parallel and large enough), else the reference."""
+def _run(z, parallel, softplus, reference, out=None):
+    """The kernel on C-contiguous z (on all threads if parallel and large enough), else the reference;
+    into out (if given) or z."""
+    if out is None:
+        out = z
+    elif out.shape != z.shape or out.dtype != z.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"activation kernel: out must be a C-contiguous {z.dtype} array of shape {z.shape}, "
+                         f"got {out.dtype} {out.shape}")
     if _nb is None or not z.flags.c_contiguous:
-        return reference(z)
-    flat = z.reshape(-1)
+        if out is not z:
+            out[...] = z
+        return reference(out)
+    flat, oflat = z.reshape(-1), out.reshape(-1)
     if flat.size < _MIN_THREADED or not parallel:
-        _serial(flat, softplus)
+        _serial(flat, oflat, softplus)
     else:
-        _parallel(flat, softplus)
-    return z
+        _parallel(flat, oflat, softplus)
+    return out
 
 
 def times_dlogistic_inplace(g: np.ndarray, o: np.ndarray) -> np.ndarray:

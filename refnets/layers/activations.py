@@ -119,7 +119,7 @@ KERNEL_MIN_SIZE = 4096
 
 
 def _takes_kernel(z):
-    """Whether σ or softplus of z runs in the Numba kernel (on a C-ordered copy, z stays cached);
+    """Whether σ or softplus of z runs in the Numba kernel (into a new array, z stays cached);
     on all threads or the calling one: :func:`_parallel_ok`."""
     return z.size >= KERNEL_MIN_SIZE and z.dtype in (np.float32, np.float64)
 
@@ -137,12 +137,19 @@ def _parallel_ok(z):
     return z.ndim >= PARALLEL_MIN_NDIM
 
 
+def _kernel(inplace, z):
+    """A new array: the kernel from z into it (C-contiguous z), or on a C-ordered copy of z."""
+    if z.flags.c_contiguous:
+        return inplace(z, parallel=_parallel_ok(z), out=np.empty(z.shape, dtype=z.dtype))
+    return inplace(np.array(z, order="C"), parallel=_parallel_ok(z))
+
+
 def logistic(z):
     """1/(1+e^{−z}) without overflow: e^{−|z|} never exceeds 1. Exact to rounding (NumPy) for small arrays,
     ≤ 4e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
     if _takes_kernel(z):
-        return logistic_inplace(np.array(z, order="C"), parallel=_parallel_ok(z))
+        return _kernel(logistic_inplace, z)
     with np.errstate(under="ignore"):  # e^{-|z|} underflowing to 0 is the exact limit
         e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
@@ -153,7 +160,7 @@ def softplus(z):
     arrays, ≤ 1e-15 relative (the Numba kernel) from KERNEL_MIN_SIZE float elements on."""
     z = np.asarray(z)
     if _takes_kernel(z):
-        return softplus_inplace(np.array(z, order="C"), parallel=_parallel_ok(z))
+        return _kernel(softplus_inplace, z)
     with np.errstate(under="ignore"):
         return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))).astype(z.dtype, copy=False)
 
