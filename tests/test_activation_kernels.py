@@ -166,3 +166,42 @@ def test_out_of_place_equals_in_place_and_keeps_z(rng, name, parallel):
     np.testing.assert_array_equal(out, kernel(z.copy(), parallel=parallel))
     with pytest.raises(ValueError, match="out must be a C-contiguous float64 array"):
         kernel(z, out=np.empty(z.size - 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("parallel", [True, False])
+def test_softplus_and_logistic_in_one_pass_equals_the_two_kernels(rng, dtype, parallel):
+    """One e^{−|z|} for both: the same bits as softplus_inplace and logistic_inplace alone (specials
+    included), z untouched; a non-contiguous z gives the same values."""
+    z = (rng.standard_normal(5 * 2048 + 3) * 40).astype(dtype)
+    z[[1, 900, 4000, 6000, 7000]] = [np.nan, np.inf, -np.inf, -745.0, 0.0]
+    keep = z.copy()
+    sp, lg = AN.softplus_and_logistic(z, parallel)
+    np.testing.assert_array_equal(z, keep)
+    assert sp.dtype == lg.dtype == dtype
+    np.testing.assert_array_equal(sp, AN.softplus_inplace(z.copy(), parallel))
+    np.testing.assert_array_equal(lg, AN.logistic_inplace(z.copy(), parallel))
+    zt = np.stack([z, z]).T                                          # non-contiguous
+    sp2, lg2 = AN.softplus_and_logistic(zt, parallel)
+    np.testing.assert_array_equal(sp2[:, 1], sp)
+    np.testing.assert_array_equal(lg2[:, 0], lg)
+
+
+def test_softplus_layer_caches_its_derivative(rng):
+    """On kernel-size inputs the Softplus layer keeps σ′(z) from its forward, not z: backward and jvp
+    equal dout·deriv(z) bit for bit; below the kernel size it caches z as every activation does."""
+    from refnets.layers.activations import KERNEL_MIN_SIZE, Softplus
+    layer = Softplus()
+    z = rng.standard_normal((4, 32, 64)) * 5
+    assert z.size >= KERNEL_MIN_SIZE
+    out = layer.forward(z)
+    assert layer.cache[0] is None and layer.cache[2].shape == z.shape
+    np.testing.assert_array_equal(out, softplus(z))
+    g = rng.standard_normal(z.shape)
+    np.testing.assert_array_equal(layer.backward(g), g * layer.deriv(z))
+    np.testing.assert_array_equal(layer.jvp(g), g * layer.deriv(z))
+    np.testing.assert_array_equal(layer.backward(g), g * layer.deriv(z))    # the cache survives a backward
+    small = z[0, :2, :3]
+    layer.forward(small)
+    assert layer.cache[0] is small and layer.cache[2] is None
+    np.testing.assert_array_equal(layer.backward(g[0, :2, :3]), g[0, :2, :3] * layer.deriv(small))

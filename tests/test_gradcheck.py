@@ -264,7 +264,7 @@ class MutatingReLU(rn.ReLU):
     """backward clips the cached input in place (and with it the caller's array)."""
 
     def _backward(self, dout, cache):
-        z, _ = cache
+        z = cache[0]                       # (z, layer, None): the activations' cache
         dz = dout * self.deriv(z)
         np.maximum(z, 0, out=z)
         return dz, {}
