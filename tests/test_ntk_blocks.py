@@ -74,3 +74,19 @@ def test_only_layers_with_parameters_keep_their_dout():
     walk(model)
     assert all(kept == has_params for kept, has_params in seen), seen
     assert any(has_params for _, has_params in seen) and any(not has_params for _, has_params in seen)
+
+
+def test_block_1_meets_the_memory_budget_at_the_benchmark_width():
+    """Issue #7's budget, peak ≤ 2 × (x + θ + n×n), for Du's conv ResNet at the benchmark's width
+    (m = 256, p = 64, H = 3; 4 samples, block = 1: the peak is per pass, so n does not change it).
+    Guards what the block mode allocates per pass: the kernels' buffers (Numba's allocations are
+    traced too), the Winograd U, the activations of two samples."""
+    model = ConvResNet(d=4, p=64, m=256, H=3, rng=0)
+    x = np.random.default_rng(1).standard_normal((4, 4, 64))
+    budget = x.nbytes + 4 * 4 * 8 + sum(v.nbytes for v in model.parameters().values())
+    empirical_ntk(model, x, block=1)                     # compiled, caches filled
+    tracemalloc.start()
+    empirical_ntk(model, x, block=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= 2 * budget, (peak / budget)

@@ -79,8 +79,10 @@ MIN_C_IN = 16
 MIN_C_OUT = 16
 # tile_size(): m = 4 (float64) from this many input rows N·H on; below, m = 2.
 MIN_ROWS_M4 = 16
-# Rows per slot at least: the α GEMMs of a chunk need a few rows' tiles (k·T columns) to run near
-# BLAS's peak (Du's layer, N = 64: 16 slots of 4 rows 9.7 ms, 8 slots of 8 rows 9.25 ms).
+# Rows per slot at least, for m = 4: the α GEMMs of a chunk need a few rows' 16 tiles (k·T columns) to
+# run near BLAS's peak (Du's layer, N = 64: 16 slots of 4 rows 9.7 ms, 8 slots of 8 rows 9.25 ms).
+# m = 2 (32 tiles a row) gains nothing from it (11.1 ms either way) and keeps one row per slot, so a
+# batch of few rows holds the buffers of one row per thread (the NTK's block mode: its memory).
 MIN_SLOT_ROWS = 8
 # The α − 1 finite interpolation points, in the order they are taken (∞ is the last point).
 POINTS = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
@@ -399,11 +401,11 @@ def _tiles(dtype, rows, Lout, m):
     return m, -(-Lout // m)
 
 
-def _chunks(R, per_row, dw_bytes=0):
-    """(rows per chunk, slots) from the shapes only: at most MAX_SLOTS slots of at least
-    MIN_SLOT_ROWS rows (fewer if their partial dU would pass PARTIAL_BYTES), chunks whose transformed
-    rows take at most CHUNK_BYTES."""
-    slots = max(1, min(R // MIN_SLOT_ROWS, MAX_SLOTS))
+def _chunks(R, m, per_row, dw_bytes=0):
+    """(rows per chunk, slots) from the shapes only: at most MAX_SLOTS slots, of at least
+    MIN_SLOT_ROWS rows for m = 4 (fewer slots if their partial dU would pass PARTIAL_BYTES), chunks
+    whose transformed rows take at most CHUNK_BYTES."""
+    slots = max(1, min(R // (MIN_SLOT_ROWS if m == 4 else 1), MAX_SLOTS))
     if dw_bytes:
         slots = max(1, min(slots, PARTIAL_BYTES // dw_bytes))
     return max(1, min(CHUNK_BYTES // max(per_row, 1), -(-R // slots))), slots
@@ -439,7 +441,7 @@ def winograd1d_forward(x, W, b, padding, m=None):
         return out
     m, T = _tiles(x.dtype, N * H, Lout, m)
     U = weight_transform(W, x.dtype, m)
-    nc, slots = _chunks(N * H, (m + 2) * (C + Co) * T * x.itemsize)
+    nc, slots = _chunks(N * H, m, (m + 2) * (C + Co) * T * x.itemsize)
     with _one_blas_thread(), _serial_if_tiny(N * H * Co * C * 3 * Lout):
         _w1_forward(x, U, bb, pt, int(padding[2]), T, nc, slots, out)
     return out
@@ -482,7 +484,7 @@ def winograd1d_backward(dout, x, W, padding, need_dx=True, need_dw=True, m=None)
     a = m + 2
     U = weight_transform(W, dt, m)
     xk = x if need_dw else np.empty((1, C, 1, 1), dtype=dt)           # not read; only its geometry is
-    nc, slots = _chunks(N * H, a * (C + Co) * T * dt.itemsize, a * Co * C * dt.itemsize if need_dw else 0)
+    nc, slots = _chunks(N * H, m, a * (C + Co) * T * dt.itemsize, a * Co * C * dt.itemsize if need_dw else 0)
     dUpart = np.empty((slots, a, Co, C) if need_dw else (slots, 0, 0, 0), dtype=dt)
     macs = N * H * Co * C * 3 * Lout * (int(bool(need_dx)) + int(bool(need_dw)))
     with _one_blas_thread(), _serial_if_tiny(macs):
