@@ -15,9 +15,12 @@ convolutional ResNet (n = 64, p = 64, m = 256, H = 3), from :mod:`refnets.models
   Jacobians ``torch.func.vmap(torch.func.jacrev(f))`` computed in chunks of samples and
   contracted block by block (the full n×P Jacobian would not fit in memory).
 
-Both in float64; the records say whether the two Grams agree to 1e-10 relative (max-norm). For the
-conv ResNet the memory-bounded mode ``empirical_ntk(block=1)`` is measured too (tagged ``block=1``):
-G from passes over pairs of samples, the activations of two samples held at a time.
+Both in float64; the records say whether the two Grams agree to 1e-10 relative (max-norm). Timing:
+for the conv ResNet the two libraries' calls alternate, 5 timed calls each, each after an untimed
+call of the same library (``_timing.alternating_medians``); a torch.func run of the ResNet takes
+about a minute, so there refnets is timed 5 times and torch once. For the conv ResNet the
+memory-bounded mode ``empirical_ntk(block=1)`` is measured too (tagged ``block=1``, one call): G from
+passes over pairs of samples, the activations of two samples held at a time.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import refnets  # noqa: F401  (before numpy: it sets OpenBLAS's idle spin, see r
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import cli, median_time, set_threads  # noqa: E402
+from _timing import alternating_medians, cli, median_time, set_threads  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the networks
@@ -140,7 +143,7 @@ def torch_ntk(f, params, x, chunk=32):
 
 
 def _peak_and_time(model, x, repeats, block=None):
-    """(G, peak bytes of NumPy allocations during one call, median seconds) of empirical_ntk."""
+    """(G, peak bytes of NumPy allocations during one call, median seconds or None if repeats is 0)."""
     from refnets.ntk import empirical_ntk
 
     G = empirical_ntk(model, x, block=block)                  # warm up (Numba compilation)
@@ -148,15 +151,20 @@ def _peak_and_time(model, x, repeats, block=None):
     G = empirical_ntk(model, x, block=block)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return G, peak, median_time(lambda: empirical_ntk(model, x, block=block), repeats)
+    t = median_time(lambda: empirical_ntk(model, x, block=block), repeats) if repeats else None
+    return G, peak, t
 
 
-def bench_one(label, model, x, repeats_ref, repeats_torch, block=None):
+def bench_one(label, model, x, repeats, torch_repeats, block=None):
     """Time and memory records of the one-pass G; with ``block``, also of the memory-bounded mode
-    (``empirical_ntk(block=block)``), against the same torch timing."""
+    (``empirical_ntk(block=block)``), against the same torch timing. With torch_repeats > 1 the two
+    libraries' calls alternate (``alternating_medians``, ``repeats`` each); with 1 (a torch.func run
+    of minutes) refnets is timed ``repeats`` times, then torch once."""
     import torch
 
-    G, peak, t_ref = _peak_and_time(model, x, repeats_ref)
+    from refnets.ntk import empirical_ntk
+
+    G, peak, t_ref = _peak_and_time(model, x, repeats if torch_repeats == 1 else 0)
 
     f, params = torch_twin(model)
     tx = torch.from_numpy(x)
@@ -170,7 +178,10 @@ def bench_one(label, model, x, repeats_ref, repeats_torch, block=None):
     def run_torch():
         nonlocal Gt
         Gt = torch_ntk(f, params, tx)
-    t_torch = median_time(run_torch, repeats_torch)
+    if torch_repeats == 1:
+        t_torch = median_time(run_torch, 1)
+    else:
+        t_ref, t_torch, _, _ = alternating_medians(lambda: empirical_ntk(model, x), run_torch, repeats)
     Gt = Gt.numpy()
     io_bytes = x.nbytes + G.nbytes
     theta_bytes = sum(v.nbytes for v in model.parameters().values())
@@ -197,11 +208,12 @@ def run(quick=False) -> list[dict]:
     r1 = 3 if quick else 5
     recs = []
     model, x = du_resnet()
-    # one torch.func run of the ResNet takes minutes (n·P = 1.4e9 Jacobian entries): timed once
+    # one torch.func run of the ResNet takes about a minute (n·P = 1.4e9 Jacobian entries): timed once
     recs += bench_one("Du ResNet n256 m1024 H6", model, x, r1, 1)
     model, x = du_conv_resnet()
-    # and its memory-bounded mode: one sample per block, two samples' activations at a time (~11 s)
-    recs += bench_one("Du conv ResNet n64 p64 m256 H3", model, x, r1, 1 if quick else 3, block=1)
+    # alternating calls, 5 repeats each; and its memory-bounded mode: one sample per block, two
+    # samples' activations at a time (~15 s, once)
+    recs += bench_one("Du conv ResNet n64 p64 m256 H3", model, x, r1, r1, block=1)
     return recs
 
 
