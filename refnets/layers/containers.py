@@ -119,7 +119,9 @@ class Residual(Layer):
         if fx.shape != x.shape:
             raise ValueError(f"{self.name}: the branch maps shape {x.shape} to {fx.shape}; "
                              f"a residual block needs the same shape")
-        return x + self.scale * fx, True
+        out = self.scale * fx              # a new array: x is added in place, no second temporary
+        out += x
+        return out, True
 
     def backward(self, dout):
         self._need_forward()
