@@ -4,6 +4,7 @@ No timing is asserted here (the machine is noisy; benchmarks print ratios, tests
 only that the helpers count, alternate and report what they say."""
 import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,3 +88,19 @@ def test_markdown_table_is_spliced_between_the_readme_markers(tmp_path):
     assert text.count("kohler GD step") == 1 and "old" not in text and text.endswith("## Next\n")
     with pytest.raises(ValueError, match="marker"):
         _timing.splice_readme(tmp_path / "README.md", md, begin="<!-- nothing -->")
+
+
+def test_run_suite_runs_a_suite_in_its_own_process(tmp_path):
+    """run.py's run_suite: a new interpreter runs <suite>.py --json FILE [--quick]; the records come back."""
+    import os
+    import run
+    (tmp_path / "fake.py").write_text(
+        "import json, os, sys\n"
+        "recs = [{'name': 'pid', 'dtype': 'float64', 'refnets_s': float(os.getpid()), 'torch_s': None,\n"
+        "         'ratio': None, 'quick': '--quick' in sys.argv}]\n"
+        "json.dump(recs, open(sys.argv[sys.argv.index('--json') + 1], 'w'))\n")
+    recs = run.run_suite("fake", quick=True, where=tmp_path)
+    assert recs[0]["quick"] is True and recs[0]["refnets_s"] != float(os.getpid())
+    (tmp_path / "broken.py").write_text("raise SystemExit(3)\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        run.run_suite("broken", where=tmp_path)
