@@ -88,6 +88,22 @@ _FM = {"reassoc", "contract"}
 _BLAS_THREADS = None   # [(get_num_threads, set_num_threads)] of the BLAS that Numba's np.dot calls
 
 
+def require_scipy_blas():
+    """Raise a clear ImportError unless SciPy's BLAS can be loaded.
+
+    Numba compiles ``np.dot`` inside a kernel into a call to SciPy's BLAS (``scipy.linalg.cython_blas``),
+    so every kernel that multiplies matrices needs SciPy at run time. Without it Numba refuses to
+    compile the kernel, or, loading a kernel cached where SciPy was installed, aborts the interpreter
+    ("Fatal Python error: BLAS wrapper returned with an error"): this check runs first.
+    """
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            "refnets: the convolution and Gram kernels multiply matrices with np.dot inside Numba, and Numba "
+            "takes its BLAS from SciPy, which cannot be imported here; install it: pip install scipy") from e
+
+
 def _blas_thread_controls():
     """Thread controls of SciPy's OpenBLAS (Numba's ``np.dot`` calls SciPy's BLAS), found once.
 
@@ -96,6 +112,7 @@ def _blas_thread_controls():
     """
     global _BLAS_THREADS
     if _BLAS_THREADS is None:
+        require_scipy_blas()
         found = []
         try:
             import scipy
