@@ -12,8 +12,13 @@ convolutional ResNet (n = 64, p = 64, m = 256, H = 3), from :mod:`refnets.models
   leaves θ out; ``jacobian_bytes`` is the n×P Jacobian that is never formed).
 * torch: the same network with the same weights written in ``torch.nn.functional`` (a generic
   translation of the refnets layer tree, :func:`torch_twin`), and G = J Jᵀ from per-sample
-  Jacobians ``torch.func.vmap(torch.func.jacrev(f))`` computed in chunks of samples and
-  contracted block by block (the full n×P Jacobian would not fit in memory).
+  Jacobians ``torch.func.vmap(torch.func.jacrev(f))`` computed in chunks of samples
+  (:func:`torch_ntk`). The conv ResNet's n×P Jacobian (0.2 GB) is kept, each chunk computed once,
+  in chunks of CONV_CHUNK = 8 samples: the fastest torch.func form we measured (medians of 5
+  alternating calls: chunks of 4, 8, 16, 32, 64 took 561, 469, 520, 640, 597 ms; the jvp/vjp
+  contraction, vmapped over pairs of samples, took 3.6 s for 8 of the 64 rows of G). The ResNet's (11 GB) does not fit: its chunks of 32 are
+  contracted pairwise and recomputed per pair (36 chunk Jacobians instead of 8, so its ratio
+  overstates by up to 4.5×; it is in the hundreds).
 
 Both in float64; the records say whether the two Grams agree to 1e-10 relative (max-norm). Timing:
 for the conv ResNet the two libraries' calls alternate, 5 timed calls each, each after an untimed
@@ -33,6 +38,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import alternating_medians, cli, median_time, set_threads  # noqa: E402
+
+# Samples per torch.func chunk for the conv ResNet (see the module docstring).
+CONV_CHUNK = 8
 
 
 # --------------------------------------------------------------------------- the networks
@@ -114,8 +122,13 @@ def torch_twin(model):
     return f, params
 
 
-def torch_ntk(f, params, x, chunk=32):
-    """G = J Jᵀ from per-sample Jacobians (vmap of jacrev), chunks of samples contracted pairwise."""
+def torch_ntk(f, params, x, chunk=32, cache_bytes=2 << 30):
+    """G = J Jᵀ from per-sample Jacobians ``vmap(jacrev(f))``, ``chunk`` samples at a time.
+
+    When the whole n×P Jacobian takes at most ``cache_bytes``, every chunk's J is computed once and
+    kept, and G is one product (the conv ResNet: 0.2 GB). Otherwise (the ResNet: n·P·8 = 11 GB) the
+    chunks are contracted pairwise and a chunk's J is recomputed for each pair it is in.
+    """
     import torch
     from torch.func import jacrev, vmap
 
@@ -130,6 +143,10 @@ def torch_ntk(f, params, x, chunk=32):
         Jd = jac(params, x[i0:i0 + chunk])
         return torch.cat([v.reshape(v.shape[0], -1) for v in Jd.values()], dim=1)
 
+    n_params = sum(v.numel() for v in params.values())
+    if n * n_params * x.element_size() <= cache_bytes:
+        Jall = torch.cat([J(i0) for i0 in starts])
+        return Jall @ Jall.T
     G = torch.empty((n, n), dtype=x.dtype)
     for a, i0 in enumerate(starts):
         Ja = J(i0)
@@ -155,7 +172,7 @@ def _peak_and_time(model, x, repeats, block=None):
     return G, peak, t
 
 
-def bench_one(label, model, x, repeats, torch_repeats, block=None):
+def bench_one(label, model, x, repeats, torch_repeats, block=None, chunk=32):
     """Time and memory records of the one-pass G; with ``block``, also of the memory-bounded mode
     (``empirical_ntk(block=block)``), against the same torch timing. With torch_repeats > 1 the two
     libraries' calls alternate (``alternating_medians``, ``repeats`` each); with 1 (a torch.func run
@@ -177,7 +194,7 @@ def bench_one(label, model, x, repeats, torch_repeats, block=None):
 
     def run_torch():
         nonlocal Gt
-        Gt = torch_ntk(f, params, tx)
+        Gt = torch_ntk(f, params, tx, chunk)
     if torch_repeats == 1:
         t_torch = median_time(run_torch, 1)
     else:
@@ -213,7 +230,7 @@ def run(quick=False) -> list[dict]:
     model, x = du_conv_resnet()
     # alternating calls, 5 repeats each; and its memory-bounded mode: one sample per block, two
     # samples' activations at a time (~15 s, once)
-    recs += bench_one("Du conv ResNet n64 p64 m256 H3", model, x, r1, r1, block=1)
+    recs += bench_one("Du conv ResNet n64 p64 m256 H3", model, x, r1, r1, block=1, chunk=CONV_CHUNK)
     return recs
 
 

@@ -104,3 +104,19 @@ def test_run_suite_runs_a_suite_in_its_own_process(tmp_path):
     (tmp_path / "broken.py").write_text("raise SystemExit(3)\n")
     with pytest.raises(subprocess.CalledProcessError):
         run.run_suite("broken", where=tmp_path)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 1 << 30])
+def test_torch_ntk_baseline_is_refnets_ntk_kept_or_pairwise(cache_bytes):
+    """The NTK benchmark's torch.func baseline gives refnets' G, whether it keeps every chunk's
+    Jacobian (the conv ResNet's mode) or contracts chunks pairwise (the ResNet's); chunks of 3
+    samples over 7 leave a short last chunk."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from refnets.ntk import empirical_ntk
+    ntk = importlib.import_module("ntk")
+    model, x = ntk.du_conv_resnet(n=7, p=5, m=6, H=3, d=2)
+    f, params = ntk.torch_twin(model)
+    Gt = ntk.torch_ntk(f, params, torch.from_numpy(x), chunk=3, cache_bytes=cache_bytes).numpy()
+    G = empirical_ntk(model, x)
+    assert np.max(np.abs(Gt - G)) <= 1e-12 * np.max(np.abs(G))
