@@ -120,3 +120,12 @@ def test_torch_ntk_baseline_is_refnets_ntk_kept_or_pairwise(cache_bytes):
     Gt = ntk.torch_ntk(f, params, torch.from_numpy(x), chunk=3, cache_bytes=cache_bytes).numpy()
     G = empirical_ntk(model, x)
     assert np.max(np.abs(Gt - G)) <= 1e-12 * np.max(np.abs(G))
+
+
+def test_startup_time_ends_at_the_first_call_not_at_the_interpreters_exit():
+    startup = importlib.import_module("startup")
+    slow_exit = 'print("first call done", flush=True)\nimport time\ntime.sleep(0.5)\n'
+    first, whole = startup._time(None, slow_exit)
+    assert 0 < first and whole - first >= 0.45              # the 0.5 s after the signal is not counted
+    with pytest.raises(RuntimeError, match="snippet failed"):
+        startup._time(None, "raise SystemExit(2)\n")
