@@ -368,7 +368,31 @@ def _copy_in(x, n, c0, Cg, pt, pl, Wp, P, xf):
 
 @njit(cache=True, parallel=True, fastmath=_FM)
 def _direct_forward(x, W, b, sh, sw, pt, pl, dh, dw, groups, nblocks, out):
-    """out = W ⋆ x + b by loops over (sample, group) items, split into ``nblocks`` parallel blocks."""
+    """out = W ⋆ x + b by loops over (sample, group) items, split into ``nblocks`` parallel blocks.
+
+    The parallel loop only hands out the blocks and their scratch planes; the work is in
+    :func:`_direct_forward_items`, a plain function. Numba's parallel passes then see a small loop
+    body: with the backward's much larger body split off the same way, the cold start (import and a
+    first Conv2d + MaxPool2d forward and backward, empty cache) went from 13.1–13.9 s to 11.3 s here.
+    What is left of this kernel's ~4 s is mostly the first use of Numba's parallel machinery."""
+    N, C, H, Wd = x.shape
+    Co, Cg, kh, kw = W.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
+    Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+    rs = Wp if sh == 1 and sw == 1 else Wo       # row stride of the accumulator
+    items = N * groups
+    for blk in prange(nblocks):
+        xf = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
+        acc = np.empty(Ho * rs, dtype=x.dtype)
+        _direct_forward_items(x, W, b, sh, sw, pt, pl, dh, dw, groups, blk * items // nblocks,
+                              (blk + 1) * items // nblocks, xf, acc, out)
+
+
+@njit(cache=True, fastmath=_FM)
+def _direct_forward_items(x, W, b, sh, sw, pt, pl, dh, dw, groups, t0, t1, xf, acc, out):
+    """Items t0 … t1 − 1 ((sample, group) = divmod(t, groups)) of :func:`_direct_forward`, with the
+    zero-bordered scratch planes xf (C_in/G · Hp · Wp) and the accumulator acc (H_out · row stride)."""
     N, C, H, Wd = x.shape
     Co, Cg, kh, kw = W.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -379,54 +403,50 @@ def _direct_forward(x, W, b, sh, sw, pt, pl, dh, dw, groups, nblocks, out):
     wide = sh == 1 and sw == 1
     Lw = Ho * Wp - (kw - 1) * dw       # length of the wide-row loop at stride 1
     rs = Wp if wide else Wo            # row stride of the accumulator
-    items = N * groups
-    for blk in prange(nblocks):
-        xf = np.zeros(Cg * P, dtype=x.dtype)
-        acc = np.empty(Ho * rs, dtype=x.dtype)
-        for t in range(blk * items // nblocks, (blk + 1) * items // nblocks):
-            n = t // groups
-            g = t - n * groups
-            _copy_in(x, n, g * Cg, Cg, pt, pl, Wp, P, xf)
-            for ol in range(cog):
-                o = g * cog + ol
-                for p in range(Ho * rs):
-                    acc[p] = 0
-                for c in range(Cg):
-                    for i in range(kh):
-                        j0 = 0
+    for t in range(t0, t1):
+        n = t // groups
+        g = t - n * groups
+        _copy_in(x, n, g * Cg, Cg, pt, pl, Wp, P, xf)
+        for ol in range(cog):
+            o = g * cog + ol
+            for p in range(Ho * rs):
+                acc[p] = 0
+            for c in range(Cg):
+                for i in range(kh):
+                    j0 = 0
+                    if wide:
+                        # three taps of a kernel row per pass: one load/store of acc per 3 FMAs
+                        aw = acc[:Lw]
+                        while j0 + 3 <= kw:
+                            off = c * P + i * dh * Wp + j0 * dw
+                            w0, w1, w2 = W[o, c, i, j0], W[o, c, i, j0 + 1], W[o, c, i, j0 + 2]
+                            s0 = xf[off:off + Lw]
+                            s1 = xf[off + dw:off + dw + Lw]
+                            s2 = xf[off + 2 * dw:off + 2 * dw + Lw]
+                            for p in range(Lw):
+                                aw[p] += w0 * s0[p] + w1 * s1[p] + w2 * s2[p]
+                            j0 += 3
+                    for j in range(j0, kw):
+                        w = W[o, c, i, j]
                         if wide:
-                            # three taps of a kernel row per pass: one load/store of acc per 3 FMAs
+                            off = c * P + i * dh * Wp + j * dw
+                            sw_ = xf[off:off + Lw]
                             aw = acc[:Lw]
-                            while j0 + 3 <= kw:
-                                off = c * P + i * dh * Wp + j0 * dw
-                                w0, w1, w2 = W[o, c, i, j0], W[o, c, i, j0 + 1], W[o, c, i, j0 + 2]
-                                s0 = xf[off:off + Lw]
-                                s1 = xf[off + dw:off + dw + Lw]
-                                s2 = xf[off + 2 * dw:off + 2 * dw + Lw]
-                                for p in range(Lw):
-                                    aw[p] += w0 * s0[p] + w1 * s1[p] + w2 * s2[p]
-                                j0 += 3
-                        for j in range(j0, kw):
-                            w = W[o, c, i, j]
-                            if wide:
-                                off = c * P + i * dh * Wp + j * dw
-                                sw_ = xf[off:off + Lw]
-                                aw = acc[:Lw]
-                                for p in range(Lw):
-                                    aw[p] += w * sw_[p]
-                            else:
-                                for y in range(Ho):
-                                    off = c * P + (y * sh + i * dh) * Wp + j * dw
-                                    ss = xf[off:off + (Wo - 1) * sw + 1:sw]
-                                    ar = acc[y * Wo:(y + 1) * Wo]
-                                    for u in range(Wo):
-                                        ar[u] += w * ss[u]
-                bo = b[o]
-                for y in range(Ho):
-                    a = acc[y * rs:y * rs + Wo]
-                    orow = out[n, o, y]
-                    for u in range(Wo):
-                        orow[u] = a[u] + bo
+                            for p in range(Lw):
+                                aw[p] += w * sw_[p]
+                        else:
+                            for y in range(Ho):
+                                off = c * P + (y * sh + i * dh) * Wp + j * dw
+                                ss = xf[off:off + (Wo - 1) * sw + 1:sw]
+                                ar = acc[y * Wo:(y + 1) * Wo]
+                                for u in range(Wo):
+                                    ar[u] += w * ss[u]
+            bo = b[o]
+            for y in range(Ho):
+                a = acc[y * rs:y * rs + Wo]
+                orow = out[n, o, y]
+                for u in range(Wo):
+                    orow[u] = a[u] + bo
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
@@ -436,6 +456,8 @@ def _direct_backward(dout, x, W, sh, sw, pt, pl, dh, dw, groups, need_dx, need_d
     dWpart has shape (n_chunks, C_out, C_in/G, kh, kw); chunk k covers the samples
     [k·N/n_chunks, (k+1)·N/n_chunks) in order, and the caller adds the chunks in order. x may be
     a (1, 1, H, W) stand-in when need_dw is False, dx an empty stand-in when need_dx is False.
+    As in :func:`_direct_forward`, the parallel loop only hands out the chunks and their scratch
+    planes; the work is in :func:`_direct_backward_samples`.
     """
     N, Co, Ho, Wo = dout.shape
     Cg, kh, kw = W.shape[1], W.shape[2], W.shape[3]
@@ -444,112 +466,125 @@ def _direct_backward(dout, x, W, sh, sw, pt, pl, dh, dw, groups, need_dx, need_d
     nchunks = dWpart.shape[0]
     Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
     Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+    SEG = (kw - 1) * dw + Ho * Wp      # a wide dout plane with its zeros in front
+    for k in prange(nchunks):
+        xf = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
+        dxf = np.empty(Cg * Hp * Wp, dtype=x.dtype)
+        dwd = np.zeros(cog * SEG, dtype=x.dtype)     # dout on wide rows; the pad and junk columns stay 0
+        dWk = dWpart[k]
+        dWk[...] = 0
+        _direct_backward_samples(dout, x, W, sh, sw, pt, pl, dh, dw, groups, need_dx, need_dw, k * N // nchunks,
+                                 (k + 1) * N // nchunks, xf, dxf, dwd, dx, dWk)
+
+
+@njit(cache=True, fastmath=_FM)
+def _direct_backward_samples(dout, x, W, sh, sw, pt, pl, dh, dw, groups, need_dx, need_dw, n0, n1, xf, dxf, dwd,
+                             dx, dWk):
+    """Samples n0 … n1 − 1 of :func:`_direct_backward`: dx of those samples and their dW summed into
+    dWk (C_out, C_in/G, kh, kw), in sample order; scratch: xf and dxf (C_in/G · Hp · Wp) and the
+    wide dout planes dwd (C_out/G · SEG, zero where not written)."""
+    N, Co, Ho, Wo = dout.shape
+    Cg, kh, kw = W.shape[1], W.shape[2], W.shape[3]
+    H, Wd = x.shape[2], x.shape[3]
+    cog = Co // groups
+    Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
+    Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
     P = Hp * Wp
     wide = sh == 1 and sw == 1
     Lw = Ho * Wp - (kw - 1) * dw
     HWp = Ho * Wp
     F = (kw - 1) * dw                  # zeros in front of each wide dout plane (see the fused dx loop)
     SEG = F + HWp
-    for k in prange(nchunks):
-        xf = np.zeros(Cg * P, dtype=x.dtype)
-        dxf = np.empty(Cg * P, dtype=x.dtype)
-        dwd = np.zeros(cog * SEG, dtype=x.dtype)     # dout on wide rows; the pad and junk columns stay 0
-        dWk = dWpart[k]
-        for o in range(dWk.shape[0]):
-            for c in range(Cg):
-                for i in range(kh):
-                    for j in range(kw):
-                        dWk[o, c, i, j] = 0
-        for n in range(k * N // nchunks, (k + 1) * N // nchunks):
-            for g in range(groups):
-                if need_dw:
-                    _copy_in(x, n, g * Cg, Cg, pt, pl, Wp, P, xf)
-                if need_dx:
-                    for p in range(Cg * P):
-                        dxf[p] = 0
-                if wide:
-                    for ol in range(cog):
-                        for y in range(Ho):
-                            src = dout[n, g * cog + ol, y]
-                            dst = dwd[ol * SEG + F + y * Wp:ol * SEG + F + y * Wp + Wo]
-                            for u in range(Wo):
-                                dst[u] = src[u]
+    for n in range(n0, n1):
+        for g in range(groups):
+            if need_dw:
+                _copy_in(x, n, g * Cg, Cg, pt, pl, Wp, P, xf)
+            if need_dx:
+                for p in range(Cg * P):
+                    dxf[p] = 0
+            if wide:
                 for ol in range(cog):
-                    o = g * cog + ol
-                    for c in range(Cg):
-                        for i in range(kh):
-                            j0 = 0
+                    for y in range(Ho):
+                        src = dout[n, g * cog + ol, y]
+                        dst = dwd[ol * SEG + F + y * Wp:ol * SEG + F + y * Wp + Wo]
+                        for u in range(Wo):
+                            dst[u] = src[u]
+            for ol in range(cog):
+                o = g * cog + ol
+                for c in range(Cg):
+                    for i in range(kh):
+                        j0 = 0
+                        if wide:
+                            # three taps of a kernel row per pass. dW: three sums share each load
+                            # of dout. dx, as a gather: dx̃[q] += Σ_m w_m·d[q − m·dw] over
+                            # q < Lw + 2dw, reading the zeros in front of d and the zero junk
+                            # columns behind it (kw ≥ 3), so one load/store of dx̃ per 3 FMAs.
+                            d0 = ol * SEG + F
+                            while j0 + 3 <= kw:
+                                off = c * P + i * dh * Wp + j0 * dw
+                                if need_dw:
+                                    d = dwd[d0:d0 + Lw]
+                                    x0 = xf[off:off + Lw]
+                                    x1 = xf[off + dw:off + dw + Lw]
+                                    x2 = xf[off + 2 * dw:off + 2 * dw + Lw]
+                                    t0 = 0.0
+                                    t1 = 0.0
+                                    t2 = 0.0
+                                    for p in range(Lw):
+                                        t0 += d[p] * x0[p]
+                                        t1 += d[p] * x1[p]
+                                        t2 += d[p] * x2[p]
+                                    dWk[o, c, i, j0] += t0
+                                    dWk[o, c, i, j0 + 1] += t1
+                                    dWk[o, c, i, j0 + 2] += t2
+                                if need_dx:
+                                    w0, w1, w2 = W[o, c, i, j0], W[o, c, i, j0 + 1], W[o, c, i, j0 + 2]
+                                    m = Lw + 2 * dw
+                                    dst = dxf[off:off + m]
+                                    e0 = dwd[d0:d0 + m]
+                                    e1 = dwd[d0 - dw:d0 - dw + m]
+                                    e2 = dwd[d0 - 2 * dw:d0 - 2 * dw + m]
+                                    for q in range(m):
+                                        dst[q] += w0 * e0[q] + w1 * e1[q] + w2 * e2[q]
+                                j0 += 3
+                        for j in range(j0, kw):
+                            w = W[o, c, i, j]
                             if wide:
-                                # three taps of a kernel row per pass. dW: three sums share each load
-                                # of dout. dx, as a gather: dx̃[q] += Σ_m w_m·d[q − m·dw] over
-                                # q < Lw + 2dw, reading the zeros in front of d and the zero junk
-                                # columns behind it (kw ≥ 3), so one load/store of dx̃ per 3 FMAs.
-                                d0 = ol * SEG + F
-                                while j0 + 3 <= kw:
-                                    off = c * P + i * dh * Wp + j0 * dw
-                                    if need_dw:
-                                        d = dwd[d0:d0 + Lw]
-                                        x0 = xf[off:off + Lw]
-                                        x1 = xf[off + dw:off + dw + Lw]
-                                        x2 = xf[off + 2 * dw:off + 2 * dw + Lw]
-                                        t0 = 0.0
-                                        t1 = 0.0
-                                        t2 = 0.0
-                                        for p in range(Lw):
-                                            t0 += d[p] * x0[p]
-                                            t1 += d[p] * x1[p]
-                                            t2 += d[p] * x2[p]
-                                        dWk[o, c, i, j0] += t0
-                                        dWk[o, c, i, j0 + 1] += t1
-                                        dWk[o, c, i, j0 + 2] += t2
-                                    if need_dx:
-                                        w0, w1, w2 = W[o, c, i, j0], W[o, c, i, j0 + 1], W[o, c, i, j0 + 2]
-                                        m = Lw + 2 * dw
-                                        dst = dxf[off:off + m]
-                                        e0 = dwd[d0:d0 + m]
-                                        e1 = dwd[d0 - dw:d0 - dw + m]
-                                        e2 = dwd[d0 - 2 * dw:d0 - 2 * dw + m]
-                                        for q in range(m):
-                                            dst[q] += w0 * e0[q] + w1 * e1[q] + w2 * e2[q]
-                                    j0 += 3
-                            for j in range(j0, kw):
-                                w = W[o, c, i, j]
-                                if wide:
-                                    off = c * P + i * dh * Wp + j * dw
-                                    d = dwd[ol * SEG + F:ol * SEG + F + Lw]
-                                    if need_dw:
-                                        xs = xf[off:off + Lw]
-                                        s = 0.0
-                                        for p in range(Lw):
-                                            s += d[p] * xs[p]
-                                        dWk[o, c, i, j] += s
-                                    if need_dx:
-                                        dst = dxf[off:off + Lw]
-                                        for p in range(Lw):
-                                            dst[p] += w * d[p]
-                                else:
+                                off = c * P + i * dh * Wp + j * dw
+                                d = dwd[ol * SEG + F:ol * SEG + F + Lw]
+                                if need_dw:
+                                    xs = xf[off:off + Lw]
                                     s = 0.0
-                                    for y in range(Ho):
-                                        drow = dout[n, o, y]
-                                        off = c * P + (y * sh + i * dh) * Wp + j * dw
-                                        if need_dw:
-                                            xss = xf[off:off + (Wo - 1) * sw + 1:sw]
-                                            for u in range(Wo):
-                                                s += drow[u] * xss[u]
-                                        if need_dx:
-                                            dss = dxf[off:off + (Wo - 1) * sw + 1:sw]
-                                            for u in range(Wo):
-                                                dss[u] += w * drow[u]
+                                    for p in range(Lw):
+                                        s += d[p] * xs[p]
+                                    dWk[o, c, i, j] += s
+                                if need_dx:
+                                    dst = dxf[off:off + Lw]
+                                    for p in range(Lw):
+                                        dst[p] += w * d[p]
+                            else:
+                                s = 0.0
+                                for y in range(Ho):
+                                    drow = dout[n, o, y]
+                                    off = c * P + (y * sh + i * dh) * Wp + j * dw
                                     if need_dw:
-                                        dWk[o, c, i, j] += s
-                if need_dx:
-                    for c in range(Cg):
-                        for y in range(H):
-                            base = c * P + (pt + y) * Wp + pl
-                            src = dxf[base:base + Wd]
-                            dst = dx[n, g * Cg + c, y]
-                            for u in range(Wd):
-                                dst[u] = src[u]
+                                        xss = xf[off:off + (Wo - 1) * sw + 1:sw]
+                                        for u in range(Wo):
+                                            s += drow[u] * xss[u]
+                                    if need_dx:
+                                        dss = dxf[off:off + (Wo - 1) * sw + 1:sw]
+                                        for u in range(Wo):
+                                            dss[u] += w * drow[u]
+                                if need_dw:
+                                    dWk[o, c, i, j] += s
+            if need_dx:
+                for c in range(Cg):
+                    for y in range(H):
+                        base = c * P + (pt + y) * Wp + pl
+                        src = dxf[base:base + Wd]
+                        dst = dx[n, g * Cg + c, y]
+                        for u in range(Wd):
+                            dst[u] = src[u]
 
 
 # ========================================================================== Python drivers
