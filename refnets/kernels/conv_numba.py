@@ -366,6 +366,13 @@ def _copy_in(x, n, c0, Cg, pt, pl, Wp, P, xf):
                 dst[u] = src[u]
 
 
+@njit(cache=True)
+def _padded_plane(H, Wd, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw):
+    """(Hp, Wp): the zero-bordered scratch plane of the direct kernels, large enough for the input at
+    offset (pt, pl) and for every tap of every output position."""
+    return max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1), max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+
+
 @njit(cache=True, parallel=True, fastmath=_FM)
 def _direct_forward(x, W, b, sh, sw, pt, pl, dh, dw, groups, nblocks, out):
     """out = W ⋆ x + b by loops over (sample, group) items, split into ``nblocks`` parallel blocks.
@@ -378,8 +385,7 @@ def _direct_forward(x, W, b, sh, sw, pt, pl, dh, dw, groups, nblocks, out):
     N, C, H, Wd = x.shape
     Co, Cg, kh, kw = W.shape
     Ho, Wo = out.shape[2], out.shape[3]
-    Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
-    Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+    Hp, Wp = _padded_plane(H, Wd, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw)
     rs = Wp if sh == 1 and sw == 1 else Wo       # row stride of the accumulator
     items = N * groups
     for blk in prange(nblocks):
@@ -397,8 +403,7 @@ def _direct_forward_items(x, W, b, sh, sw, pt, pl, dh, dw, groups, t0, t1, xf, a
     Co, Cg, kh, kw = W.shape
     Ho, Wo = out.shape[2], out.shape[3]
     cog = Co // groups
-    Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
-    Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+    Hp, Wp = _padded_plane(H, Wd, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw)
     P = Hp * Wp
     wide = sh == 1 and sw == 1
     Lw = Ho * Wp - (kw - 1) * dw       # length of the wide-row loop at stride 1
@@ -464,8 +469,7 @@ def _direct_backward(dout, x, W, sh, sw, pt, pl, dh, dw, groups, need_dx, need_d
     H, Wd = x.shape[2], x.shape[3]
     cog = Co // groups
     nchunks = dWpart.shape[0]
-    Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
-    Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+    Hp, Wp = _padded_plane(H, Wd, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw)
     SEG = (kw - 1) * dw + Ho * Wp      # a wide dout plane with its zeros in front
     for k in prange(nchunks):
         xf = np.zeros(Cg * Hp * Wp, dtype=x.dtype)
@@ -487,8 +491,7 @@ def _direct_backward_samples(dout, x, W, sh, sw, pt, pl, dh, dw, groups, need_dx
     Cg, kh, kw = W.shape[1], W.shape[2], W.shape[3]
     H, Wd = x.shape[2], x.shape[3]
     cog = Co // groups
-    Hp = max(H + pt, (Ho - 1) * sh + (kh - 1) * dh + 1)
-    Wp = max(Wd + pl, (Wo - 1) * sw + (kw - 1) * dw + 1)
+    Hp, Wp = _padded_plane(H, Wd, Ho, Wo, kh, kw, sh, sw, pt, pl, dh, dw)
     P = Hp * Wp
     wide = sh == 1 and sw == 1
     Lw = Ho * Wp - (kw - 1) * dw
