@@ -16,9 +16,9 @@ convolutional ResNet (n = 64, p = 64, m = 256, H = 3), from :mod:`refnets.models
   (:func:`torch_ntk`). The conv ResNet's n×P Jacobian (0.2 GB) is kept, each chunk computed once,
   in chunks of CONV_CHUNK = 8 samples: the fastest torch.func form we measured (medians of 5
   alternating calls: chunks of 4, 8, 16, 32, 64 took 561, 469, 520, 640, 597 ms; the jvp/vjp
-  contraction, vmapped over pairs of samples, took 3.6 s for 8 of the 64 rows of G). The ResNet's (11 GB) does not fit: its chunks of 32 are
-  contracted pairwise and recomputed per pair (36 chunk Jacobians instead of 8, so its ratio
-  overstates by up to 4.5×; it is in the hundreds).
+  contraction, vmapped over pairs of samples, took 3.6 s for 8 of the 64 rows of G). The ResNet's
+  (11 GB) does not fit: its chunks of 32 are contracted pairwise and recomputed per pair (36 chunk
+  Jacobians instead of 8, so its ratio overstates by up to 4.5×; it is in the hundreds).
 
 Both in float64; the records say whether the two Grams agree to 1e-10 relative (max-norm). Timing:
 for the conv ResNet the two libraries' calls alternate, 5 timed calls each, each after an untimed
@@ -229,7 +229,7 @@ def run(quick=False) -> list[dict]:
     recs += bench_one("Du ResNet n256 m1024 H6", model, x, r1, 1)
     model, x = du_conv_resnet()
     # alternating calls, 5 repeats each; and its memory-bounded mode: one sample per block, two
-    # samples' activations at a time (~15 s, once)
+    # samples' activations at a time (15–25 s, once)
     recs += bench_one("Du conv ResNet n64 p64 m256 H3", model, x, r1, r1, block=1, chunk=CONV_CHUNK)
     return recs
 
